@@ -1,0 +1,1 @@
+"""Rehost's processes: the gateway, the services behind it, and the agent."""

@@ -1,0 +1,106 @@
+"""The `rehost` command line: run the system or one process, mint tokens, print schemas."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shlex
+import sys
+from typing import Annotated
+
+import typer
+
+from shared.config import get_settings
+
+app = typer.Typer(help="Rehost: a self-hosted control plane for server migration.")
+
+# Every process of the system, as `make run` starts them.
+PROCESSES = {
+    "gateway": "gateway",
+    "registry": "registry",
+}
+
+
+def _run_service(name: str) -> None:
+    from shared.service import run_service
+
+    definitions = {"registry": "services.registry.main:REGISTRY"}
+    module, attr = definitions[name].split(":")
+    definition = getattr(__import__(module, fromlist=[attr]), attr)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        pass
+    asyncio.run(run_service(definition, get_settings()))
+
+
+@app.command()
+def gateway(
+    workers: Annotated[int | None, typer.Option(help="uvicorn worker processes")] = None,
+) -> None:
+    """Run the HTTP gateway."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "services.gateway.app:create_app",
+        factory=True,
+        host=settings.gateway_host,
+        port=settings.gateway_port,
+        workers=workers or settings.gateway_workers,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@app.command()
+def registry() -> None:
+    """Run the registry service (source servers)."""
+    _run_service("registry")
+
+
+@app.command()
+def run(
+    only: Annotated[list[str] | None, typer.Option(help="run only these processes")] = None,
+) -> None:
+    """Run the whole system in the foreground, logs prefixed; Ctrl-C or SIGTERM stops it."""
+    from honcho.manager import Manager
+    from honcho.printer import Printer
+
+    get_settings().data_dir.mkdir(parents=True, exist_ok=True)
+    manager = Manager(Printer(sys.stdout, colour=sys.stdout.isatty(), prefix=True))
+    exe = shlex.quote(sys.argv[0])
+    for name, command in PROCESSES.items():
+        if not only or name in only:
+            manager.add_process(name, f"{exe} {command}", env=dict(os.environ))
+    manager.loop()
+    sys.exit(manager.returncode)
+
+
+@app.command()
+def token(
+    domain: Annotated[str, typer.Option(help="the tenant's domain_id")],
+    action: Annotated[list[str], typer.Option(help="an allowed action; repeat for more")],
+    ttl: Annotated[int, typer.Option(help="seconds until it expires")] = 3600,
+    subject: Annotated[str, typer.Option(help="the `sub` claim")] = "",
+) -> None:
+    """Print a token for X-Auth-Token, signed with REHOST_AUTH_SECRET."""
+    from shared.auth import mint
+
+    typer.echo(mint(get_settings().auth_secret, domain, action, subject=subject, ttl=ttl))
+
+
+@app.command()
+def schemas() -> None:
+    """Print the JSON Schema of every command and event body."""
+    from shared.contracts.catalog import json_schemas
+
+    typer.echo(json.dumps(json_schemas(), indent=2))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""gateway: the HTTP API. Checks tokens and bodies, publishes commands, answers from replies."""

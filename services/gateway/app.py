@@ -1,0 +1,61 @@
+"""The gateway's FastAPI application: `create_app()` is what uvicorn runs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from shared.bus import Bus, Requester
+from shared.config import Settings, get_settings
+from shared.logs import configure_logging
+from shared.service import wait_until_up
+from shared.telemetry import setup_tracing
+
+from . import errors, sources
+from .middleware import LimitBody, TraceRequests
+
+DESCRIPTION = """Rehost's HTTP API, wire-compatible with Huawei Cloud SMS (`/v3`),
+Huawei Cloud COC (`/v1/job`) and ZStack (`/zstack/v1`).
+
+Authenticate with `X-Auth-Token` (SMS, COC) or `Authorization: OAuth <token>` (ZStack):
+an HS256 JWT with the claims `sub`, `domain_id`, `actions` and `exp`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging("gateway", settings.log_format, settings.log_level)
+    setup_tracing("gateway")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        bus = Bus(settings.amqp_url, "rehost-gateway")
+        await wait_until_up("broker", bus.connect)
+        requester = Requester(bus, settings.reply_timeout, settings.max_in_flight)
+        await requester.start()
+        app.state.bus = bus
+        app.state.requester = requester
+        yield
+        await bus.close()
+
+    app = FastAPI(title="Rehost", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    errors.install(app)
+    app.include_router(sources.router)
+
+    @app.get("/healthz", tags=["health"], summary="Liveness: the process serves HTTP")
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz", tags=["health"], summary="Readiness: the broker connection is up")
+    async def readyz() -> JSONResponse:
+        bus: Bus | None = getattr(app.state, "bus", None)
+        ready = bool(bus and bus.ready)
+        return JSONResponse(status_code=200 if ready else 503, content={"ready": ready})
+
+    app.add_middleware(LimitBody, max_bytes=settings.max_body_bytes)
+    app.add_middleware(TraceRequests)
+    return app

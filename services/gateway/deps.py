@@ -1,0 +1,49 @@
+"""FastAPI dependencies as `Annotated` aliases: the bus requester and the caller's principal."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from shared.auth import Principal, TokenExpired, TokenInvalid, TokenMissing, verify
+from shared.bus import Requester
+from shared.errors import ApiError, SmsCode
+
+
+def get_requester(request: Request) -> Requester:
+    requester: Requester = request.app.state.requester
+    return requester
+
+
+Bus = Annotated[Requester, Depends(get_requester)]
+
+
+def require(action: str) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that authenticates X-Auth-Token and checks it allows `action`."""
+
+    async def principal(
+        request: Request,
+        x_auth_token: Annotated[str | None, Header(max_length=16384)] = None,
+    ) -> Principal:
+        try:
+            who = verify(request.app.state.settings.auth_secret, x_auth_token)
+        except TokenMissing as exc:
+            raise ApiError(SmsCode.TOKEN_MISSING) from exc
+        except TokenExpired as exc:
+            raise ApiError(SmsCode.TOKEN_EXPIRED) from exc
+        except TokenInvalid as exc:
+            raise ApiError(SmsCode.TOKEN_INVALID) from exc
+        if not who.allows(action):
+            detail = f"You do not have permission to perform action {action} on resource server."
+            message = f"The current account does not have the permission to execute policy. {detail}"
+            raise ApiError(SmsCode.FORBIDDEN, message, [detail])
+        return who
+
+    principal.__name__ = f"require_{action.replace(':', '_')}"
+    return principal
+
+
+def Caller(action: str) -> type[Principal]:  # noqa: N802 - reads as a type in signatures
+    return Annotated[Principal, Depends(require(action))]  # type: ignore[return-value]

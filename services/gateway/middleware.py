@@ -1,0 +1,84 @@
+"""ASGI middleware: a server span per request, and the request-body size limit."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from opentelemetry import trace
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.errors import ApiError, SmsCode, render
+from shared.telemetry import extract_context, tracer
+
+from .errors import family_for
+
+
+class TraceRequests:
+    """Starts the trace every command, reply and event of this call belongs to."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        with tracer("rehost.gateway").start_as_current_span(
+            f"{scope['method']} {scope['path']}",
+            context=extract_context(headers),
+            kind=trace.SpanKind.SERVER,
+        ) as span:
+
+            async def send_with_status(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    span.set_attribute("http.response.status_code", message["status"])
+                await send(message)
+
+            await self.app(scope, receive, send_with_status)
+
+
+class LimitBody:
+    """Refuses bodies above `max_bytes` before they are parsed, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, send)
+            return
+        seen = 0
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                # Raised inside the app, so its ApiError handler answers in the family's shape.
+                raise self._error()
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+    def _error(self) -> ApiError:
+        return ApiError(SmsCode.BODY_TOO_LARGE, f"The request body exceeds {self.max_bytes} bytes.")
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        error = self._error()
+        body: Any = render(family_for(scope["path"]), error.code, error.message, [])
+        payload = json.dumps(body).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})

@@ -1,0 +1,89 @@
+"""SMS source-server routes: register/update, list, show, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response
+from fastapi.responses import JSONResponse
+
+from shared.contracts.errors import SMS_ERRORS
+from shared.contracts.sources import (
+    ListSources,
+    SourceServerBody,
+    SourceServerId,
+    SourceServerList,
+    SourceServerRef,
+    SourceServerView,
+)
+from shared.envelope import Reply
+
+from .deps import Bus, Caller
+
+router = APIRouter(prefix="/v3/sources", tags=["SMS source servers"], responses=SMS_ERRORS)
+ServerId = Annotated[str, Path(min_length=1, max_length=255)]
+
+
+def respond(reply: Reply) -> Response:
+    if reply.status == 204 or reply.body is None:
+        return Response(status_code=reply.status)
+    return JSONResponse(status_code=reply.status, content=reply.body)
+
+
+@router.post(
+    "",
+    response_model=SourceServerId,
+    summary="Register a source server (or update it when `id` is given)",
+    responses={404: SMS_ERRORS[400] | {"description": "`id` given but no such server"}},
+)
+async def register_source(
+    body: SourceServerBody,
+    bus: Bus,
+    caller: Caller("sms:server:migrationServer"),
+) -> Response:
+    payload = body.model_dump_json(exclude_unset=True, by_alias=True).encode()
+    reply = await bus.request(
+        "sms.source.register", payload, domain_id=caller.domain_id, actor=caller.subject
+    )
+    return respond(reply)
+
+
+@router.get("", response_model=SourceServerList, summary="List source servers, newest first")
+async def list_sources(
+    query: Annotated[ListSources, Query()],
+    bus: Bus,
+    caller: Caller("sms:server:queryServer"),
+) -> Response:
+    payload = query.model_dump_json().encode()
+    reply = await bus.request("sms.source.list", payload, domain_id=caller.domain_id)
+    return respond(reply)
+
+
+@router.get(
+    "/{source_id}",
+    response_model=SourceServerView,
+    summary="Show a source server",
+    responses={404: SMS_ERRORS[400] | {"description": "No such server in the caller's domain"}},
+)
+async def show_source(
+    source_id: ServerId, bus: Bus, caller: Caller("sms:server:queryServer")
+) -> Response:
+    payload = SourceServerRef(server_id=source_id).model_dump_json().encode()
+    reply = await bus.request("sms.source.get", payload, domain_id=caller.domain_id)
+    return respond(reply)
+
+
+@router.delete(
+    "/{source_id}",
+    status_code=204,
+    summary="Delete a source server",
+    responses={404: SMS_ERRORS[400] | {"description": "No such server in the caller's domain"}},
+)
+async def delete_source(
+    source_id: ServerId, bus: Bus, caller: Caller("sms:server:deleteServer")
+) -> Response:
+    payload = SourceServerRef(server_id=source_id).model_dump_json().encode()
+    reply = await bus.request(
+        "sms.source.delete", payload, domain_id=caller.domain_id, actor=caller.subject
+    )
+    return respond(reply)

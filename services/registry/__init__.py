@@ -1,0 +1,1 @@
+"""registry: owns source servers (register, update, read, delete) and their lifecycle state."""

@@ -1,0 +1,90 @@
+"""The registry's message handlers: decode, load, decide (sources.py), save, reply."""
+
+from __future__ import annotations
+
+from shared.aggregates import apply
+from shared.consumer import Handler, PermanentError
+from shared.contracts.sources import ListSources, SourceServerBody, SourceServerRef
+from shared.envelope import Incoming, Reply, new_id, utcnow
+from shared.store import Document, Query, Store
+
+from . import sources
+from .sources import COLLECTION
+
+
+def _tenant(incoming: Incoming) -> str:
+    if not incoming.domain_id:
+        raise PermanentError("the domain_id header is missing")
+    return incoming.domain_id
+
+
+class RegistryHandlers:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def routes(self) -> dict[str, Handler]:
+        return {
+            "sms.source.register": self.register,
+            "sms.source.delete": self.delete,
+            "sms.source.get": self.get,
+            "sms.source.list": self.list,
+        }
+
+    async def register(self, incoming: Incoming) -> Reply:
+        domain_id = _tenant(incoming)
+        body = SourceServerBody.model_validate_json(incoming.body)
+        server_id = new_id()
+
+        async def load() -> Document | None:
+            if body.id is not None:
+                return await self.store.get(COLLECTION, body.id)
+            key = sources.identity_key(domain_id, body.model_dump(exclude_none=True))
+            return None if key is None else await self.store.get_by_key(COLLECTION, key)
+
+        return await apply(
+            self.store,
+            COLLECTION,
+            incoming.message_id,
+            load,
+            lambda current: sources.register(
+                current, body, domain_id, new_id=server_id, now=utcnow()
+            ),
+        )
+
+    async def delete(self, incoming: Incoming) -> Reply:
+        domain_id = _tenant(incoming)
+        ref = SourceServerRef.model_validate_json(incoming.body)
+        return await apply(
+            self.store,
+            COLLECTION,
+            incoming.message_id,
+            lambda: self.store.get(COLLECTION, ref.server_id),
+            lambda current: sources.delete(current, ref.server_id, domain_id, utcnow()),
+        )
+
+    async def get(self, incoming: Incoming) -> Reply:
+        domain_id = _tenant(incoming)
+        ref = SourceServerRef.model_validate_json(incoming.body)
+        doc = sources.visible(await self.store.get(COLLECTION, ref.server_id), domain_id)
+        if doc is None:
+            return sources.reject(
+                sources.SmsCode.SOURCE_NOT_FOUND, f"Source server {ref.server_id} does not exist."
+            ).reply
+        return Reply(status=200, body=sources.view(doc))
+
+    async def list(self, incoming: Incoming) -> Reply:
+        domain_id = _tenant(incoming)
+        query = ListSources.model_validate_json(incoming.body)
+        equals = {k: v for k, v in (("state", query.state), ("ip", query.ip)) if v is not None}
+        page = await self.store.find(
+            COLLECTION,
+            Query(
+                domain_id=domain_id,
+                equals=equals,
+                contains={"name": query.name} if query.name else {},
+                limit=query.limit,
+                offset=query.offset,
+            ),
+        )
+        body = {"count": page.total, "source_servers": [sources.view(d) for d in page.items]}
+        return Reply(status=200, body=body)

@@ -1,0 +1,17 @@
+"""The registry process: `rehost registry`."""
+
+from __future__ import annotations
+
+from shared.service import ServiceDefinition
+
+from .handlers import RegistryHandlers
+from .sources import COLLECTION
+
+REGISTRY = ServiceDefinition(
+    name="registry",
+    bindings=("sms.source.*",),
+    collections=(COLLECTION,),
+    handlers=lambda store: RegistryHandlers(store).routes(),
+    health_port=lambda settings: settings.registry_health_port,
+    queries=frozenset({"sms.source.get", "sms.source.list"}),
+)

@@ -1,0 +1,154 @@
+"""The source-server rules, pure: identity, registration, update, deletion, views.
+
+Identity rule: a register call with an `id` updates that server (404 if the
+caller's domain has none). Without an `id`, the server is identified by its
+domain, hostname (case-insensitive; the name when the agent sends no hostname, as
+the seed page's own example does) and IP: registering the same host again
+updates it instead of creating a duplicate. The store enforces the rule with a
+unique key, so two concurrent registrations of one host make one server.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.aggregates import Decision, NewEvent
+from shared.contracts.sources import REQUIRED_FOR_REGISTRATION, SourceServerBody
+from shared.envelope import Reply
+from shared.errors import ApiError, Code, SmsCode
+from shared.store import Document
+
+COLLECTION = "sources"
+# Kept by Rehost, never taken from the register body.
+_RESERVED = {"id", "domain_id"}
+
+
+def identity_key(domain_id: str, data: dict[str, Any]) -> str | None:
+    """Domain, hostname (or, when the agent sends none, name) and IP; None if unknown."""
+    host = data.get("hostname") or data.get("name")
+    ip = data.get("ip")
+    if not host or not ip:
+        return None
+    return "\x1f".join((domain_id, str(host).lower(), str(ip)))
+
+
+def reject(code: Code, message: str = "", params: list[str] | None = None) -> Decision:
+    error = ApiError(code, message, params or [])
+    return Decision(reply=Reply(status=error.status, body=error.body()))
+
+
+def visible(doc: Document | None, domain_id: str) -> Document | None:
+    """The document as the caller's domain may see it: another domain's is not there."""
+    if doc is None or doc.deleted or doc.domain_id != domain_id:
+        return None
+    return doc
+
+
+def view(doc: Document, version: int | None = None) -> dict[str, Any]:
+    """The server as `SourceServerView` describes it: what was sent, plus what Rehost keeps."""
+    version = doc.version if version is None else version
+    return {**doc.data, "id": doc.id, "domain_id": doc.domain_id, "version": version}
+
+
+def _sent_fields(body: SourceServerBody) -> dict[str, Any]:
+    sent = body.model_dump(mode="json", exclude_unset=True, by_alias=True)
+    return {k: v for k, v in sent.items() if k not in _RESERVED}
+
+
+def _forbidden_domain(body: SourceServerBody, domain_id: str) -> Decision | None:
+    if body.domain_id and body.domain_id != domain_id:
+        message = f"You do not have permission to register servers in domain {body.domain_id}."
+        return reject(SmsCode.FORBIDDEN, message, [message])
+    return None
+
+
+def register(
+    current: Document | None,
+    body: SourceServerBody,
+    domain_id: str,
+    *,
+    new_id: str,
+    now: datetime,
+) -> Decision:
+    if (denied := _forbidden_domain(body, domain_id)) is not None:
+        return denied
+    existing = visible(current, domain_id)
+    if body.id is not None and existing is None:
+        return reject(SmsCode.SOURCE_NOT_FOUND, f"Source server {body.id} does not exist.")
+    if existing is None:
+        return _create(body, domain_id, new_id, now)
+    return _update(existing, body, now)
+
+
+def _create(body: SourceServerBody, domain_id: str, new_id: str, now: datetime) -> Decision:
+    missing = [f for f in REQUIRED_FOR_REGISTRATION if getattr(body, f) in (None, "")]
+    if not body.hostname and not body.name:
+        missing.append("hostname (or name)")
+    if missing:
+        return reject(
+            SmsCode.INVALID_PARAMETER,
+            f"Missing parameter(s) required to register a source server: {', '.join(missing)}.",
+        )
+    stamp = now.astimezone(UTC).isoformat()
+    data = {"state": "waiting", **_sent_fields(body), "created_at": stamp, "updated_at": stamp}
+    doc = Document(
+        id=new_id,
+        domain_id=domain_id,
+        key=identity_key(domain_id, data),
+        data=data,
+        created_at=now.timestamp(),
+    )
+    return Decision(
+        reply=Reply(status=200, body={"id": new_id}),
+        doc=doc,
+        events=(NewEvent("source.registered", {"server": view(doc, version=1)}),),
+    )
+
+
+def _update(existing: Document, body: SourceServerBody, now: datetime) -> Decision:
+    sent = _sent_fields(body)
+    if "state" in sent and sent["state"] != existing.data.get("state"):
+        return reject(
+            SmsCode.STATE_NOT_SETTABLE,
+            f"Invalid parameter state: a registered server's state ({existing.data.get('state')})"
+            " changes through command results and task actions.",
+        )
+    changed = sorted(k for k, v in sent.items() if existing.data.get(k) != v)
+    reply = Reply(status=200, body={"id": existing.id})
+    if not changed:
+        return Decision(reply=reply)
+    data = {**existing.data, **sent, "updated_at": now.astimezone(UTC).isoformat()}
+    doc = existing.evolve(
+        data=data,
+        key=identity_key(existing.domain_id, data),
+    )
+    conflict = reject(
+        SmsCode.SOURCE_CONFLICT,
+        "Another source server of this domain already has this hostname (or name) and ip.",
+    ).reply
+    return Decision(
+        reply=reply,
+        doc=doc,
+        events=(
+            NewEvent(
+                "source.updated",
+                {"server": view(doc, version=existing.version + 1), "changed": changed},
+            ),
+        ),
+        on_duplicate_key=conflict,
+    )
+
+
+def delete(current: Document | None, server_id: str, domain_id: str, now: datetime) -> Decision:
+    existing = visible(current, domain_id)
+    if existing is None:
+        return reject(SmsCode.SOURCE_NOT_FOUND, f"Source server {server_id} does not exist.")
+    # A tombstone, not a removal: it keeps the duplicate guard, and frees the identity.
+    data = {**existing.data, "updated_at": now.astimezone(UTC).isoformat()}
+    doc = existing.evolve(deleted=True, key=None, data=data)
+    return Decision(
+        reply=Reply(status=204, body=None),
+        doc=doc,
+        events=(NewEvent("source.deleted", {"server_id": existing.id}),),
+    )

@@ -1,0 +1,1 @@
+"""Code every Rehost service uses: settings, bus, envelope, store, auth, errors, telemetry."""

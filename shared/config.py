@@ -1,0 +1,44 @@
+"""Every setting is a REHOST_* environment variable, read once at start into `Settings`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REHOST_", extra="ignore")
+
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    store_url: str = Field(
+        default="",
+        description="sqlite:///path or mongodb://…; empty means sqlite:///{data_dir}/{service}.db",
+    )
+    data_dir: Path = Path("var")
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8000
+    gateway_workers: int = 1
+    health_host: str = "127.0.0.1"
+    registry_health_port: int = 8101
+    auth_secret: str = "change-me-rehost-dev-secret-32-bytes!"
+    reply_timeout: float = Field(default=10.0, description="seconds the gateway waits for a reply")
+    max_body_bytes: int = 1_048_576
+    max_in_flight: int = Field(default=512, description="gateway requests awaiting a reply")
+    prefetch: int = 64
+    delivery_limit: int = 5
+    outbox_interval: float = Field(default=1.0, description="seconds between outbox sweeps")
+    log_format: str = Field(default="auto", description="json, console or auto (console on a tty)")
+    log_level: str = "INFO"
+
+    def store_url_for(self, service: str) -> str:
+        if self.store_url:
+            return self.store_url
+        return f"sqlite:///{self.data_dir / (service + '.db')}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

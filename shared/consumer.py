@@ -1,0 +1,189 @@
+"""A service's consumer: one quorum queue, a handler per routing key, and the
+reliability rules of DESIGN.md applied to every delivery.
+
+- Ack only after the handler returned, i.e. after its write is durable.
+- A message that can never succeed (bad JSON, wrong schema, unknown routing key)
+  is dead-lettered at once with the reason in `x-rehost-reason`.
+- A store outage holds the message and retries until the store is back: it is
+  neither acked nor counted towards the delivery limit.
+- Any other failure is requeued after a short back-off; the quorum queue's
+  delivery limit dead-letters a message that keeps failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from opentelemetry import trace
+from pydantic import ValidationError
+
+from shared.bus import H_DEADLINE, Bus, Unavailable
+from shared.envelope import H_REASON, SCHEMA_VERSION, Incoming, Reply, build_message, decode
+from shared.errors import ApiError
+from shared.store import StoreUnavailable
+from shared.telemetry import extract_context, tracer
+from shared.topology import DLX, ServiceQueue, declare_service_queue
+
+log = structlog.get_logger(__name__)
+Handler = Callable[[Incoming], Awaitable[Reply | None]]
+
+
+class PermanentError(Exception):
+    """This message can never be handled; it goes to the dead-letter queue."""
+
+
+class Consumer:
+    def __init__(
+        self,
+        bus: Bus,
+        queue: ServiceQueue,
+        handlers: dict[str, Handler],
+        *,
+        prefetch: int,
+        delivery_limit: int,
+        queries: frozenset[str] = frozenset(),
+        after_commit: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.bus = bus
+        self.queue = queue
+        self.handlers = handlers
+        self.prefetch = prefetch
+        self.delivery_limit = delivery_limit
+        self.queries = queries
+        self.after_commit = after_commit
+        self.store_ok = True
+        self._channel: AbstractChannel | None = None
+        self._tag: str | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    async def start(self) -> None:
+        self._channel = await self.bus.new_channel(prefetch=self.prefetch)
+        queue = await declare_service_queue(self._channel, self.queue, self.delivery_limit)
+        self._queue = queue
+        self._tag = await queue.consume(self._on_message)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stops taking messages, lets in-flight ones finish, and requeues the rest."""
+        self._stopping = True
+        if self._tag is not None and self._channel is not None and not self._channel.is_closed:
+            with contextlib.suppress(Exception):
+                await self._queue.cancel(self._tag)
+        if self._in_flight:
+            await asyncio.wait(self._in_flight, timeout=grace)
+        if self._channel is not None and not self._channel.is_closed:
+            with contextlib.suppress(Exception):
+                await self._channel.close()
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.add(task)
+        try:
+            incoming = decode(message)
+            with tracer(__name__).start_as_current_span(
+                f"{incoming.routing_key} process",
+                context=extract_context(message.headers),
+                kind=trace.SpanKind.CONSUMER,
+                attributes={"messaging.message.id": incoming.message_id},
+            ):
+                await self._handle(message, incoming)
+        finally:
+            if task is not None:
+                self._in_flight.discard(task)
+
+    async def _handle(self, message: AbstractIncomingMessage, incoming: Incoming) -> None:
+        try:
+            handler = self._handler_for(incoming)
+            if self._expired_query(incoming):
+                await message.ack()
+                return
+            reply = await self._run_until_store_answers(handler, incoming)
+        except PermanentError as exc:
+            await self._dead_letter(message, incoming, str(exc))
+            return
+        except asyncio.CancelledError:
+            await self._requeue(message)
+            raise
+        except Exception as exc:
+            log.exception("message.failed", routing_key=incoming.routing_key, error=repr(exc))
+            await asyncio.sleep(min(0.2 * 2 ** incoming.delivery_count, 5.0))
+            await self._requeue(message)
+            return
+        self.after_commit()
+        if reply is not None:
+            with contextlib.suppress(Unavailable):
+                await self.bus.reply(incoming, reply)
+        await message.ack()
+
+    def _handler_for(self, incoming: Incoming) -> Handler:
+        if incoming.schema_version != SCHEMA_VERSION:
+            raise PermanentError(f"unsupported schema_version {incoming.schema_version}")
+        handler = self.handlers.get(incoming.routing_key)
+        if handler is None:
+            raise PermanentError(f"unknown routing key {incoming.routing_key!r}")
+        return handler
+
+    def _expired_query(self, incoming: Incoming) -> bool:
+        # Nobody waits for the answer to a query past its deadline; a command is
+        # applied all the same, since its caller may retry and must find it done.
+        deadline = incoming.headers.get(H_DEADLINE)
+        return (
+            incoming.routing_key in self.queries
+            and isinstance(deadline, int)
+            and deadline < time.time() * 1000
+        )
+
+    async def _run_until_store_answers(self, handler: Handler, incoming: Incoming) -> Reply | None:
+        delay = 0.1
+        while True:
+            try:
+                reply = await self._call(handler, incoming)
+            except StoreUnavailable as exc:
+                self.store_ok = False
+                log.warning("store.unavailable", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self.store_ok = True
+            return reply
+
+    async def _call(self, handler: Handler, incoming: Incoming) -> Reply | None:
+        try:
+            return await handler(incoming)
+        except ApiError as exc:
+            return Reply(status=exc.status, body=exc.body())
+        except (ValidationError, ValueError) as exc:
+            raise PermanentError(f"malformed body: {exc}") from exc
+
+    async def _requeue(self, message: AbstractIncomingMessage) -> None:
+        with contextlib.suppress(Exception):
+            await message.nack(requeue=True)
+
+    async def _dead_letter(
+        self, message: AbstractIncomingMessage, incoming: Incoming, reason: str
+    ) -> None:
+        log.warning("message.dead_lettered", routing_key=incoming.routing_key, reason=reason)
+        headers = {**incoming.headers, H_REASON: reason[:1000], "x-original-routing-key": incoming.routing_key}
+        copy = build_message(
+            message.body,
+            incoming.routing_key,
+            message_id=incoming.message_id,
+            correlation_id=incoming.correlation_id,
+            headers=headers,
+        )
+        try:
+            await self.bus.publish(DLX, copy, self.queue.service)
+        except Unavailable:
+            await self._requeue(message)
+            return
+        if incoming.reply_to:
+            body = {"error_code": "SMS.1001", "error_msg": reason[:1000]}
+            with contextlib.suppress(Unavailable):
+                await self.bus.reply(incoming, Reply(status=400, body=body))
+        await message.ack()

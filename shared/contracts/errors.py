@@ -1,0 +1,30 @@
+"""Error bodies of each API family, for the OpenAPI document."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class SmsErrorDetail(BaseModel):
+    error_code: str
+    error_msg: str
+
+
+class SmsError(BaseModel):
+    error_code: str = Field(examples=["SMS.9004"])
+    error_msg: str
+    encoded_authorization_message: str | None = Field(default=None, description="403 only")
+    error_param: list[str] | None = Field(default=None, description="403 only")
+    details: list[SmsErrorDetail] | None = Field(default=None, description="403 only")
+
+
+SMS_ERRORS: dict[int | str, dict[str, object]] = {
+    status: {"model": SmsError, "description": text}
+    for status, text in {
+        400: "Bad request: a parameter is invalid; the message names it",
+        401: "Missing, invalid or expired token",
+        403: "The token does not allow this action",
+        413: "The request body is too large",
+        503: "The broker or the owning service did not answer in time; retry",
+    }.items()
+}

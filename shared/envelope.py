@@ -1,0 +1,136 @@
+"""The message envelope of DESIGN.md: AMQP properties and headers every message carries.
+
+Commands and events are JSON bodies (pydantic models of the owning service); the
+envelope carries what is not business data: ids, type, tenant, schema version,
+trace context and, for requests, where to reply.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+from pydantic import BaseModel, Field
+
+from shared.telemetry import inject_headers
+
+SCHEMA_VERSION = 1
+H_DOMAIN = "domain_id"
+H_ACTOR = "actor"
+H_SCHEMA = "schema_version"
+H_REASON = "x-rehost-reason"
+H_DELIVERY_COUNT = "x-delivery-count"
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Reply(BaseModel):
+    """What a service answers a request with: the HTTP status and body to return."""
+
+    status: int
+    body: Any = Field(default_factory=dict)
+
+
+class Event(BaseModel):
+    """Body of every message on `rehost.events`."""
+
+    event_id: str
+    type: str
+    domain_id: str
+    aggregate_id: str
+    aggregate_version: int
+    occurred_at: datetime
+    schema_version: int = SCHEMA_VERSION
+    data: dict[str, Any]
+
+
+def build_message(
+    body: bytes,
+    routing_key: str,
+    *,
+    domain_id: str | None = None,
+    message_id: str | None = None,
+    correlation_id: str | None = None,
+    reply_to: str | None = None,
+    headers: dict[str, Any] | None = None,
+    timestamp: datetime | None = None,
+) -> aio_pika.Message:
+    all_headers: dict[str, Any] = {H_SCHEMA: SCHEMA_VERSION, **(headers or {})}
+    if domain_id is not None:
+        all_headers[H_DOMAIN] = domain_id
+    inject_headers(all_headers)
+    return aio_pika.Message(
+        body,
+        message_id=message_id or new_id(),
+        type=routing_key,
+        content_type="application/json",
+        timestamp=timestamp or utcnow(),
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        correlation_id=correlation_id,
+        reply_to=reply_to,
+        headers=all_headers,
+    )
+
+
+def event_message(event: Event) -> aio_pika.Message:
+    return build_message(
+        event.model_dump_json().encode(),
+        event.type,
+        domain_id=event.domain_id,
+        message_id=event.event_id,
+        timestamp=event.occurred_at,
+    )
+
+
+@dataclass
+class Incoming:
+    """A delivered command, decoded from AMQP into plain values."""
+
+    routing_key: str
+    message_id: str
+    body: bytes
+    domain_id: str | None
+    actor: str | None
+    schema_version: int
+    reply_to: str | None
+    correlation_id: str | None
+    delivery_count: int
+    headers: dict[str, Any] = field(default_factory=dict)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def decode(message: AbstractIncomingMessage) -> Incoming:
+    headers = dict(message.headers or {})
+    schema = headers.get(H_SCHEMA, SCHEMA_VERSION)
+    return Incoming(
+        routing_key=message.routing_key or message.type or "",
+        # A message without an id (an integrator's hand-made one) is identified by its body.
+        message_id=message.message_id or uuid.uuid5(uuid.NAMESPACE_OID, message.body.hex()).hex,
+        body=message.body,
+        domain_id=_text(headers.get(H_DOMAIN)),
+        actor=_text(headers.get(H_ACTOR)),
+        schema_version=int(schema) if isinstance(schema, int | str) and str(schema).isdigit() else -1,
+        reply_to=message.reply_to,
+        correlation_id=message.correlation_id,
+        delivery_count=int(headers.get(H_DELIVERY_COUNT) or 0),
+        headers=headers,
+    )

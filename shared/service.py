@@ -1,0 +1,108 @@
+"""Runs one consumer service: the single place where real adapters are wired in.
+
+Connects the store and the bus (retrying until both answer), declares the
+service's queue, starts the consumer, the outbox relay and the health port, and
+on SIGTERM or SIGINT shuts down gracefully: stop consuming, finish in-flight work,
+flush the outbox, close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+from aio_pika.exceptions import AMQPError
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+
+from shared.bus import Bus, Unavailable
+from shared.config import Settings
+from shared.consumer import Consumer, Handler
+from shared.health import HealthServer
+from shared.logs import configure_logging
+from shared.outbox import OutboxRelay
+from shared.store import Store, StoreUnavailable, open_store
+from shared.telemetry import setup_tracing
+from shared.topology import ServiceQueue
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    name: str
+    bindings: tuple[str, ...]
+    collections: tuple[str, ...]
+    handlers: Callable[[Store], dict[str, Handler]]
+    health_port: Callable[[Settings], int]
+    queries: frozenset[str] = frozenset()
+
+
+async def wait_until_up(what: str, attempt: Callable[[], object]) -> None:
+    """Retries `attempt` with back-off until it succeeds: a dependency that is down at start."""
+    async for retry in AsyncRetrying(
+        retry=retry_if_exception_type((OSError, AMQPError, Unavailable, StoreUnavailable)),
+        wait=wait_exponential(multiplier=0.2, max=5),
+        before_sleep=lambda state: log.warning(
+            "waiting_for", dependency=what, error=repr(state.outcome and state.outcome.exception())
+        ),
+    ):
+        with retry:
+            result = attempt()
+            if asyncio.iscoroutine(result):
+                await result
+
+
+async def run_service(definition: ServiceDefinition, settings: Settings) -> None:
+    configure_logging(definition.name, settings.log_format, settings.log_level)
+    setup_tracing(definition.name)
+    store = open_store(settings.store_url_for(definition.name))
+    await wait_until_up("store", store.open)
+    await wait_until_up("store", store.ping)
+    bus = Bus(settings.amqp_url, f"rehost-{definition.name}")
+    await wait_until_up("broker", bus.connect)
+
+    relay = OutboxRelay(bus, store, list(definition.collections), settings.outbox_interval)
+    consumer = Consumer(
+        bus,
+        ServiceQueue(definition.name, definition.bindings),
+        definition.handlers(store),
+        prefetch=settings.prefetch,
+        delivery_limit=settings.delivery_limit,
+        queries=definition.queries,
+        after_commit=relay.wake,
+    )
+
+    async def readiness() -> dict[str, bool]:
+        try:
+            await store.ping()
+            store_ok = consumer.store_ok
+        except StoreUnavailable:
+            store_ok = False
+        return {"broker": bus.ready, "store": store_ok}
+
+    health = HealthServer(settings.health_host, definition.health_port(settings), readiness)
+    await health.start()
+    await consumer.start()
+    relay.start()
+    log.info("service.started", queue=consumer.queue.name)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+    log.info("service.stopping")
+    await consumer.stop()
+    try:
+        await relay.flush()
+    except (Unavailable, StoreUnavailable) as exc:
+        log.warning("outbox.left_for_next_start", error=str(exc))
+    await relay.stop()
+    await bus.close()
+    await store.close()
+    await health.stop()
+    log.info("service.stopped")

@@ -1,0 +1,114 @@
+"""The store interface every adapter implements, and the values it speaks in.
+
+A service keeps each aggregate as one `Document`. The document carries its own
+pending events (`outbox`) and the ids of the last messages applied to it
+(`applied`, with the reply each got), so that a state change, its events and its
+duplicate guard are one atomic single-document write on every adapter, MongoDB
+without a replica set included (DESIGN.md, reliability rules 2–4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+# How many message ids a document remembers for duplicate detection. Redelivery
+# happens within seconds; 64 later changes to one aggregate in that time is far off.
+APPLIED_MEMORY = 64
+
+
+class Conflict(Exception):
+    """The expected version did not match, or the id or unique key is taken."""
+
+
+class DuplicateKey(Conflict):
+    """Another document already holds this unique key."""
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached or is locked; the operation may succeed later."""
+
+
+@dataclass(frozen=True)
+class AppliedMessage:
+    message_id: str
+    reply: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Document:
+    id: str
+    domain_id: str
+    data: dict[str, Any]
+    version: int = 0
+    key: str | None = None
+    deleted: bool = False
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    outbox: tuple[dict[str, Any], ...] = ()
+    applied: tuple[AppliedMessage, ...] = ()
+
+    def reply_to(self, message_id: str) -> dict[str, Any] | None:
+        for applied in self.applied:
+            if applied.message_id == message_id:
+                return applied.reply
+        return None
+
+    def evolve(self, **changes: Any) -> Document:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One atomic write: the document's new state, its new events, and the message applied.
+
+    `expected_version` 0 means "create": it fails if the id or key exists.
+    """
+
+    doc: Document
+    expected_version: int
+    events: tuple[dict[str, Any], ...] = ()
+    applied: AppliedMessage | None = None
+
+
+@dataclass(frozen=True)
+class Query:
+    domain_id: str | None = None
+    equals: dict[str, Any] = field(default_factory=dict)
+    contains: dict[str, str] = field(default_factory=dict)
+    include_deleted: bool = False
+    limit: int = 50
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Document]
+    total: int
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raises StoreUnavailable when the store cannot serve."""
+
+    async def get(self, collection: str, doc_id: str) -> Document | None: ...
+
+    async def get_by_key(self, collection: str, key: str) -> Document | None: ...
+
+    async def find(self, collection: str, query: Query) -> Page:
+        """Matching documents, newest first."""
+
+    async def save(self, collection: str, change: Change) -> None:
+        """Writes the change atomically or raises Conflict; never half of it."""
+
+    async def with_outbox(self, collection: str, limit: int) -> list[Document]:
+        """Documents that have events not yet published."""
+
+    async def outbox_size(self, collection: str) -> int: ...
+
+    async def mark_published(self, collection: str, doc_id: str, event_ids: list[str]) -> None:
+        """Removes these events from the document's outbox."""

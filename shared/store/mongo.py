@@ -1,0 +1,116 @@
+"""The MongoDB store, through PyMongo's native async API (`AsyncMongoClient`).
+
+Kept thin: every filter and update comes from `mongo_queries`, which is unit-tested;
+this module only sends them and maps driver errors onto the store's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
+
+from shared.store import mongo_queries as q
+from shared.store.base import (
+    Change,
+    Conflict,
+    Document,
+    DuplicateKey,
+    Page,
+    Query,
+    StoreUnavailable,
+)
+
+
+class MongoStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._client: AsyncMongoClient[dict[str, Any]] | None = None
+        self._indexed: set[str] = set()
+
+    async def open(self) -> None:
+        self._client = AsyncMongoClient(self.url, serverSelectionTimeoutMS=3000, tz_aware=True)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    @asynccontextmanager
+    async def _errors(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except DuplicateKeyError as exc:
+            if "key" in ((exc.details or {}).get("keyPattern") or {}):
+                raise DuplicateKey(str(exc)) from exc
+            raise Conflict(str(exc)) from exc
+        except ConnectionFailure as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        except PyMongoError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def _coll(self, collection: str) -> Any:
+        if self._client is None:
+            raise StoreUnavailable("store is not open")
+        coll = self._client.get_default_database("rehost")[collection]
+        if collection not in self._indexed:
+            async with self._errors():
+                for keys, options in q.INDEXES:
+                    await coll.create_index(keys, **options)
+            self._indexed.add(collection)
+        return coll
+
+    async def ping(self) -> None:
+        if self._client is None:
+            raise StoreUnavailable("store is not open")
+        async with self._errors():
+            await self._client.admin.command("ping")
+
+    async def get(self, collection: str, doc_id: str) -> Document | None:
+        coll = await self._coll(collection)
+        async with self._errors():
+            raw = await coll.find_one({"_id": doc_id})
+        return q.to_document(raw) if raw else None
+
+    async def get_by_key(self, collection: str, key: str) -> Document | None:
+        coll = await self._coll(collection)
+        async with self._errors():
+            raw = await coll.find_one({"key": key})
+        return q.to_document(raw) if raw else None
+
+    async def find(self, collection: str, query: Query) -> Page:
+        coll = await self._coll(collection)
+        flt = q.find_filter(query)
+        async with self._errors():
+            total = await coll.count_documents(flt)
+            cursor = coll.find(flt).sort(q.FIND_SORT).skip(query.offset).limit(query.limit)
+            items = [q.to_document(raw) async for raw in cursor]
+        return Page(items=items, total=total)
+
+    async def save(self, collection: str, change: Change) -> None:
+        coll = await self._coll(collection)
+        now = time.time()
+        async with self._errors():
+            if change.expected_version == 0:
+                await coll.insert_one(q.insert_document(change, now))
+                return
+            result = await coll.update_one(q.update_filter(change), q.update_spec(change, now))
+        if result.matched_count == 0:
+            raise Conflict(f"{collection}/{change.doc.id} is not at version {change.expected_version}")
+
+    async def with_outbox(self, collection: str, limit: int) -> list[Document]:
+        coll = await self._coll(collection)
+        async with self._errors():
+            return [q.to_document(raw) async for raw in coll.find(q.OUTBOX_FILTER).limit(limit)]
+
+    async def outbox_size(self, collection: str) -> int:
+        return sum(len(d.outbox) for d in await self.with_outbox(collection, 10_000))
+
+    async def mark_published(self, collection: str, doc_id: str, event_ids: list[str]) -> None:
+        coll = await self._coll(collection)
+        async with self._errors():
+            await coll.update_one({"_id": doc_id}, q.mark_published_spec(event_ids))

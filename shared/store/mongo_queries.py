@@ -1,0 +1,105 @@
+"""Pure functions that build the MongoDB adapter's filters and updates.
+
+They are unit-tested here; the adapter around them only sends them. Everything
+uses what MongoDB guarantees without a replica set: single-document atomicity,
+unique indexes and conditional updates.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from shared.store.base import APPLIED_MEMORY, AppliedMessage, Change, Document, Query
+
+INDEXES: list[tuple[list[tuple[str, int]], dict[str, Any]]] = [
+    ([("key", 1)], {"unique": True, "partialFilterExpression": {"key": {"$type": "string"}}}),
+    ([("domain_id", 1), ("deleted", 1), ("created_at", -1)], {}),
+    ([("pending", 1)], {"partialFilterExpression": {"pending": True}}),
+]
+
+
+def _applied(applied: AppliedMessage | None) -> list[dict[str, Any]]:
+    return [] if applied is None else [{"message_id": applied.message_id, "reply": applied.reply}]
+
+
+def insert_document(change: Change, now: float) -> dict[str, Any]:
+    doc = change.doc
+    return {
+        "_id": doc.id,
+        "domain_id": doc.domain_id,
+        "key": doc.key,
+        "version": 1,
+        "deleted": doc.deleted,
+        "created_at": doc.created_at or now,
+        "updated_at": now,
+        "data": doc.data,
+        "outbox": list(change.events),
+        "pending": bool(change.events),
+        "applied": _applied(change.applied),
+    }
+
+
+def update_filter(change: Change) -> dict[str, Any]:
+    return {"_id": change.doc.id, "version": change.expected_version}
+
+
+def update_spec(change: Change, now: float) -> dict[str, Any]:
+    doc = change.doc
+    spec: dict[str, Any] = {
+        "$set": {
+            "key": doc.key,
+            "version": change.expected_version + 1,
+            "deleted": doc.deleted,
+            "updated_at": now,
+            "data": doc.data,
+        },
+    }
+    push: dict[str, Any] = {}
+    if change.events:
+        # $push, not $set: events the relay has not yet removed must stay.
+        push["outbox"] = {"$each": list(change.events)}
+        spec["$set"]["pending"] = True
+    if change.applied is not None:
+        push["applied"] = {"$each": _applied(change.applied), "$slice": -APPLIED_MEMORY}
+    if push:
+        spec["$push"] = push
+    return spec
+
+
+def find_filter(query: Query) -> dict[str, Any]:
+    flt: dict[str, Any] = {}
+    if query.domain_id is not None:
+        flt["domain_id"] = query.domain_id
+    if not query.include_deleted:
+        flt["deleted"] = False
+    for name, value in query.equals.items():
+        flt[f"data.{name}"] = value
+    for name, value in query.contains.items():
+        flt[f"data.{name}"] = {"$regex": re.escape(value)}
+    return flt
+
+
+FIND_SORT = [("created_at", -1), ("_id", -1)]
+OUTBOX_FILTER: dict[str, Any] = {"pending": True}
+
+
+def mark_published_spec(event_ids: list[str]) -> list[dict[str, Any]]:
+    """An update pipeline: drop the published events and recompute `pending` atomically."""
+    left = {"$filter": {"input": "$outbox", "cond": {"$not": {"$in": ["$$this.event_id", event_ids]}}}}
+    return [{"$set": {"outbox": left}}, {"$set": {"pending": {"$gt": [{"$size": "$outbox"}, 0]}}}]
+
+
+def to_document(raw: dict[str, Any]) -> Document:
+    return Document(
+        id=raw["_id"],
+        domain_id=raw["domain_id"],
+        key=raw.get("key"),
+        version=raw["version"],
+        deleted=raw.get("deleted", False),
+        created_at=raw.get("created_at", 0.0),
+        updated_at=raw.get("updated_at", 0.0),
+        data=raw.get("data", {}),
+        outbox=tuple(raw.get("outbox", [])),
+        applied=tuple(AppliedMessage(**a) for a in raw.get("applied", [])),
+    )

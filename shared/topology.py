@@ -1,0 +1,63 @@
+"""RabbitMQ topology, declared idempotently by every process at start.
+
+- `rehost.commands` (topic): commands and queries, routed to one quorum queue per service.
+- `rehost.events` (topic): state changes; integrators bind their own queues to it.
+- `rehost.dlx` (direct): dead letters, routed by service name to `rehost.<service>.dlq`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractQueue
+
+COMMANDS = "rehost.commands"
+EVENTS = "rehost.events"
+DLX = "rehost.dlx"
+
+
+@dataclass(frozen=True)
+class ServiceQueue:
+    service: str
+    bindings: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"rehost.{self.service}"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"rehost.{self.service}.dlq"
+
+
+def queue_arguments(service: str, delivery_limit: int) -> dict[str, Any]:
+    return {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": delivery_limit,
+        "x-dead-letter-exchange": DLX,
+        "x-dead-letter-routing-key": service,
+    }
+
+
+async def declare_exchanges(channel: AbstractChannel) -> None:
+    await channel.declare_exchange(COMMANDS, aio_pika.ExchangeType.TOPIC, durable=True)
+    await channel.declare_exchange(EVENTS, aio_pika.ExchangeType.TOPIC, durable=True)
+    await channel.declare_exchange(DLX, aio_pika.ExchangeType.DIRECT, durable=True)
+
+
+async def declare_service_queue(
+    channel: AbstractChannel, queue: ServiceQueue, delivery_limit: int
+) -> AbstractQueue:
+    await declare_exchanges(channel)
+    dlq = await channel.declare_queue(
+        queue.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    await dlq.bind(DLX, routing_key=queue.service)
+    main = await channel.declare_queue(
+        queue.name, durable=True, arguments=queue_arguments(queue.service, delivery_limit)
+    )
+    for key in queue.bindings:
+        await main.bind(COMMANDS, routing_key=key)
+    return main

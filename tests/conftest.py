@@ -1,0 +1,74 @@
+"""Session fixtures: the real broker on a vhost of its own, and the running system."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.auth import mint
+from tests.support import broker
+from tests.support.processes import System
+
+SECRET = "test-secret-for-rehost-tests-0123456789"
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    if "REHOST_TEST_AMQP_URL" in os.environ:
+        yield os.environ["REHOST_TEST_AMQP_URL"]
+        return
+    try:
+        broker.ensure_running()
+    except RuntimeError as exc:
+        pytest.exit(str(exc), returncode=3)
+    vhost = broker.create_vhost()
+    yield broker.amqp_url(vhost)
+    if vhost:
+        broker.delete_vhost(vhost)
+
+
+@pytest.fixture(scope="session")
+def base_env(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    data = tmp_path_factory.mktemp("var")
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("REHOST_")},
+        "REHOST_AMQP_URL": amqp_url,
+        "REHOST_DATA_DIR": str(data),
+        "REHOST_AUTH_SECRET": SECRET,
+        "REHOST_REPLY_TIMEOUT": "3",
+        "REHOST_DELIVERY_LIMIT": "3",
+        "REHOST_OUTBOX_INTERVAL": "0.5",
+        "REHOST_LOG_FORMAT": "json",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
+
+
+@pytest.fixture(scope="session")
+def system(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    system = System(base_env, tmp_path_factory.mktemp("logs"))
+    system.add("registry", "REHOST_REGISTRY_HEALTH_PORT")
+    system.add("gateway", None)
+    try:
+        for process in system.processes.values():
+            process.start()
+        yield system
+    finally:
+        system.stop_all()
+
+
+def token(domain: str = "domain-a", actions: list[str] | None = None, ttl: int = 3600) -> str:
+    return mint(SECRET, domain, actions if actions is not None else ["sms:*"], ttl=ttl)
+
+
+def auth(domain: str = "domain-a", actions: list[str] | None = None) -> dict[str, str]:
+    return {"X-Auth-Token": token(domain, actions)}
+
+
+@pytest.fixture
+async def client(system: System) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=system.gateway_url, timeout=15) as http:
+        yield http

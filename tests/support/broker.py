@@ -1,0 +1,67 @@
+"""The real RabbitMQ for the tests: started when it is down, one fresh vhost per test run."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+
+HOST, PORT = "127.0.0.1", 5672
+
+
+def reachable(timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((HOST, PORT), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def ensure_running(wait: float = 90.0) -> None:
+    """Starts RabbitMQ with `rabbitmq-server -detached` when it is down; raises if it stays down."""
+    if reachable():
+        return
+    if shutil.which("rabbitmq-server"):
+        subprocess.run(["rabbitmq-server", "-detached"], check=False, capture_output=True)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if reachable():
+            time.sleep(2)  # the port opens slightly before the broker accepts logins
+            return
+        time.sleep(1)
+    raise RuntimeError(
+        f"RabbitMQ is not reachable on {HOST}:{PORT} and `rabbitmq-server -detached` did not "
+        "bring it up. Start it (or point REHOST_AMQP_URL at one) and run the tests again."
+    )
+
+
+def rabbitmqctl(*args: str, check: bool = True) -> str:
+    result = subprocess.run(
+        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    if check and result.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def create_vhost() -> str | None:
+    """A vhost of its own keeps a test run's queues apart from everything else on the broker."""
+    if not shutil.which("rabbitmqctl"):
+        return None
+    name = f"rehost-test-{uuid.uuid4().hex[:8]}"
+    try:
+        rabbitmqctl("add_vhost", name)
+        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    except (RuntimeError, subprocess.TimeoutExpired, PermissionError):
+        return None
+    return name
+
+
+def delete_vhost(name: str) -> None:
+    rabbitmqctl("delete_vhost", name, check=False)
+
+
+def amqp_url(vhost: str | None) -> str:
+    return f"amqp://guest:guest@{HOST}:{PORT}/{vhost or ''}"
