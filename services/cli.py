@@ -78,7 +78,9 @@ def run(
         if not only or name in only:
             manager.add_process(name, f"{exe} {command}", env=dict(os.environ))
     manager.loop()
-    sys.exit(manager.returncode)
+    # A process ended by the signal that stopped us is a clean stop, not a failure.
+    code = manager.returncode or 0
+    sys.exit(code if code > 0 and code not in (130, 143) else 0)
 
 
 @app.command()

@@ -42,7 +42,9 @@ def action_matches(granted: str, action: str) -> bool:
     return granted.endswith(":*") and action.startswith(granted[:-1])
 
 
-def mint(secret: str, domain_id: str, actions: list[str], subject: str = "", ttl: int = 3600) -> str:
+def mint(
+    secret: str, domain_id: str, actions: list[str], subject: str = "", ttl: int = 3600
+) -> str:
     now = int(time.time())
     claims = {
         "sub": subject or f"user@{domain_id}",
@@ -73,4 +75,6 @@ def verify(secret: str, token: str | None) -> Principal:
         raise TokenInvalid("domain_id must be a non-empty string")
     if not isinstance(actions, list) or not all(isinstance(a, str) for a in actions):
         raise TokenInvalid("actions must be a list of strings")
-    return Principal(subject=str(claims.get("sub", "")), domain_id=domain_id, actions=tuple(actions))
+    return Principal(
+        subject=str(claims.get("sub", "")), domain_id=domain_id, actions=tuple(actions)
+    )

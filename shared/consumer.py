@@ -112,7 +112,7 @@ class Consumer:
             raise
         except Exception as exc:
             log.exception("message.failed", routing_key=incoming.routing_key, error=repr(exc))
-            await asyncio.sleep(min(0.2 * 2 ** incoming.delivery_count, 5.0))
+            await asyncio.sleep(min(0.2 * 2**incoming.delivery_count, 5.0))
             await self._requeue(message)
             return
         self.after_commit()
@@ -169,7 +169,11 @@ class Consumer:
         self, message: AbstractIncomingMessage, incoming: Incoming, reason: str
     ) -> None:
         log.warning("message.dead_lettered", routing_key=incoming.routing_key, reason=reason)
-        headers = {**incoming.headers, H_REASON: reason[:1000], "x-original-routing-key": incoming.routing_key}
+        headers = {
+            **incoming.headers,
+            H_REASON: reason[:1000],
+            "x-original-routing-key": incoming.routing_key,
+        }
         copy = build_message(
             message.body,
             incoming.routing_key,

@@ -118,6 +118,10 @@ def _text(value: Any) -> str | None:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) else 0
+
+
 def decode(message: AbstractIncomingMessage) -> Incoming:
     headers = dict(message.headers or {})
     schema = headers.get(H_SCHEMA, SCHEMA_VERSION)
@@ -128,9 +132,11 @@ def decode(message: AbstractIncomingMessage) -> Incoming:
         body=message.body,
         domain_id=_text(headers.get(H_DOMAIN)),
         actor=_text(headers.get(H_ACTOR)),
-        schema_version=int(schema) if isinstance(schema, int | str) and str(schema).isdigit() else -1,
+        schema_version=int(schema)
+        if isinstance(schema, int | str) and str(schema).isdigit()
+        else -1,
         reply_to=message.reply_to,
         correlation_id=message.correlation_id,
-        delivery_count=int(headers.get(H_DELIVERY_COUNT) or 0),
+        delivery_count=_count(headers.get(H_DELIVERY_COUNT)),
         headers=headers,
     )

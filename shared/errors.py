@@ -7,11 +7,11 @@ checked against this module by a test.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class Family(str, Enum):
+class Family(StrEnum):
     SMS = "sms"
     COC = "coc"
     ZSTACK = "zstack"

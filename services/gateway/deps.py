@@ -37,13 +37,11 @@ def require(action: str) -> Callable[..., Awaitable[Principal]]:
             raise ApiError(SmsCode.TOKEN_INVALID) from exc
         if not who.allows(action):
             detail = f"You do not have permission to perform action {action} on resource server."
-            message = f"The current account does not have the permission to execute policy. {detail}"
+            message = (
+                f"The current account does not have the permission to execute policy. {detail}"
+            )
             raise ApiError(SmsCode.FORBIDDEN, message, [detail])
         return who
 
     principal.__name__ = f"require_{action.replace(':', '_')}"
     return principal
-
-
-def Caller(action: str) -> type[Principal]:  # noqa: N802 - reads as a type in signatures
-    return Annotated[Principal, Depends(require(action))]  # type: ignore[return-value]

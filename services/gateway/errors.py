@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -27,7 +28,7 @@ def error_response(request: Request, error: ApiError) -> JSONResponse:
     return JSONResponse(status_code=error.status, content=body)
 
 
-def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
+def field_path(loc: Sequence[Any]) -> str:
     """`("body", "disks", 0, "name")` → `disks[0].name`."""
     path = ""
     for part in loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc:

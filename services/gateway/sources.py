@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import JSONResponse
 
+from shared.auth import Principal
 from shared.contracts.errors import SMS_ERRORS
 from shared.contracts.sources import (
     ListSources,
@@ -18,10 +19,13 @@ from shared.contracts.sources import (
 )
 from shared.envelope import Reply
 
-from .deps import Bus, Caller
+from .deps import Bus, require
 
 router = APIRouter(prefix="/v3/sources", tags=["SMS source servers"], responses=SMS_ERRORS)
 ServerId = Annotated[str, Path(min_length=1, max_length=255)]
+Registrant = Annotated[Principal, Depends(require("sms:server:migrationServer"))]
+Reader = Annotated[Principal, Depends(require("sms:server:queryServer"))]
+Deleter = Annotated[Principal, Depends(require("sms:server:deleteServer"))]
 
 
 def respond(reply: Reply) -> Response:
@@ -39,7 +43,7 @@ def respond(reply: Reply) -> Response:
 async def register_source(
     body: SourceServerBody,
     bus: Bus,
-    caller: Caller("sms:server:migrationServer"),
+    caller: Registrant,
 ) -> Response:
     payload = body.model_dump_json(exclude_unset=True, by_alias=True).encode()
     reply = await bus.request(
@@ -52,7 +56,7 @@ async def register_source(
 async def list_sources(
     query: Annotated[ListSources, Query()],
     bus: Bus,
-    caller: Caller("sms:server:queryServer"),
+    caller: Reader,
 ) -> Response:
     payload = query.model_dump_json().encode()
     reply = await bus.request("sms.source.list", payload, domain_id=caller.domain_id)
@@ -65,9 +69,7 @@ async def list_sources(
     summary="Show a source server",
     responses={404: SMS_ERRORS[400] | {"description": "No such server in the caller's domain"}},
 )
-async def show_source(
-    source_id: ServerId, bus: Bus, caller: Caller("sms:server:queryServer")
-) -> Response:
+async def show_source(source_id: ServerId, bus: Bus, caller: Reader) -> Response:
     payload = SourceServerRef(server_id=source_id).model_dump_json().encode()
     reply = await bus.request("sms.source.get", payload, domain_id=caller.domain_id)
     return respond(reply)
@@ -79,9 +81,7 @@ async def show_source(
     summary="Delete a source server",
     responses={404: SMS_ERRORS[400] | {"description": "No such server in the caller's domain"}},
 )
-async def delete_source(
-    source_id: ServerId, bus: Bus, caller: Caller("sms:server:deleteServer")
-) -> Response:
+async def delete_source(source_id: ServerId, bus: Bus, caller: Deleter) -> Response:
     payload = SourceServerRef(server_id=source_id).model_dump_json().encode()
     reply = await bus.request(
         "sms.source.delete", payload, domain_id=caller.domain_id, actor=caller.subject

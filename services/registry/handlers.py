@@ -6,6 +6,7 @@ from shared.aggregates import apply
 from shared.consumer import Handler, PermanentError
 from shared.contracts.sources import ListSources, SourceServerBody, SourceServerRef
 from shared.envelope import Incoming, Reply, new_id, utcnow
+from shared.errors import SmsCode
 from shared.store import Document, Query, Store
 
 from . import sources
@@ -68,7 +69,7 @@ class RegistryHandlers:
         doc = sources.visible(await self.store.get(COLLECTION, ref.server_id), domain_id)
         if doc is None:
             return sources.reject(
-                sources.SmsCode.SOURCE_NOT_FOUND, f"Source server {ref.server_id} does not exist."
+                SmsCode.SOURCE_NOT_FOUND, f"Source server {ref.server_id} does not exist."
             ).reply
         return Reply(status=200, body=sources.view(doc))
 

@@ -100,7 +100,9 @@ class MongoStore:
                 return
             result = await coll.update_one(q.update_filter(change), q.update_spec(change, now))
         if result.matched_count == 0:
-            raise Conflict(f"{collection}/{change.doc.id} is not at version {change.expected_version}")
+            raise Conflict(
+                f"{collection}/{change.doc.id} is not at version {change.expected_version}"
+            )
 
     async def with_outbox(self, collection: str, limit: int) -> list[Document]:
         coll = await self._coll(collection)

@@ -86,7 +86,9 @@ OUTBOX_FILTER: dict[str, Any] = {"pending": True}
 
 def mark_published_spec(event_ids: list[str]) -> list[dict[str, Any]]:
     """An update pipeline: drop the published events and recompute `pending` atomically."""
-    left = {"$filter": {"input": "$outbox", "cond": {"$not": {"$in": ["$$this.event_id", event_ids]}}}}
+    left = {
+        "$filter": {"input": "$outbox", "cond": {"$not": {"$in": ["$$this.event_id", event_ids]}}}
+    }
     return [{"$set": {"outbox": left}}, {"$set": {"pending": {"$gt": [{"$size": "$outbox"}, 0]}}}]
 
 

@@ -6,6 +6,7 @@ message that caused it is acked.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sqlite3
@@ -110,6 +111,9 @@ class SqliteStore:
         self.path = _path(url)
         self._db: aiosqlite.Connection | None = None
         self._tables: set[str] = set()
+        # One connection serves the whole process: a transaction must not interleave
+        # with another task's statements, which would see or join its uncommitted writes.
+        self._lock = asyncio.Lock()
 
     async def open(self) -> None:
         if self.path != ":memory:":
@@ -146,7 +150,8 @@ class SqliteStore:
     @asynccontextmanager
     async def _errors(self) -> AsyncIterator[None]:
         try:
-            yield
+            async with self._lock:
+                yield
         except sqlite3.IntegrityError as exc:
             if ".key" in str(exc):
                 raise DuplicateKey(str(exc)) from exc

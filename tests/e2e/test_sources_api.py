@@ -58,14 +58,18 @@ async def count_named(client: httpx.AsyncClient, name: str, domain: str = "domai
     return sum(1 for s in response.json()["source_servers"] if s.get("name") == name)
 
 
-async def register(client: httpx.AsyncClient, body: dict[str, Any], domain: str = "domain-a") -> str:
+async def register(
+    client: httpx.AsyncClient, body: dict[str, Any], domain: str = "domain-a"
+) -> str:
     response = await client.post("/v3/sources", json=body, headers=auth(domain))
     assert response.status_code == 200, response.text
     server_id: str = response.json()["id"]
     return server_id
 
 
-async def test_seed_example_byte_for_byte_registers_and_reads_back(client: httpx.AsyncClient) -> None:
+async def test_seed_example_byte_for_byte_registers_and_reads_back(
+    client: httpx.AsyncClient,
+) -> None:
     headers = {**auth("domain-seed"), "Content-Type": "application/json"}
     response = await client.post("/v3/sources", content=EXAMPLE, headers=headers)
     assert response.status_code == 200, response.text
@@ -82,7 +86,9 @@ async def test_seed_example_byte_for_byte_registers_and_reads_back(client: httpx
 async def test_registering_the_same_host_again_updates_it(client: httpx.AsyncClient) -> None:
     body = server()
     first = await register(client, body)
-    second = await register(client, {**body, "cpu_quantity": 8, "hostname": body["hostname"].upper()})
+    second = await register(
+        client, {**body, "cpu_quantity": 8, "hostname": body["hostname"].upper()}
+    )
     assert first == second
     assert await count_named(client, body["name"]) == 1
     shown = (await client.get(f"/v3/sources/{first}", headers=auth())).json()
@@ -108,7 +114,8 @@ async def test_update_onto_another_servers_identity_is_409(client: httpx.AsyncCl
     await register(client, taken)
     other = await register(client, server())
     response = await client.post(
-        "/v3/sources", json={"id": other, "hostname": taken["hostname"], "name": taken["name"]},
+        "/v3/sources",
+        json={"id": other, "hostname": taken["hostname"], "name": taken["name"]},
         headers=auth(),
     )
     assert_sms_error(response, 409, "SMS.2002")
@@ -124,8 +131,15 @@ async def test_state_cannot_be_changed_by_register(client: httpx.AsyncClient) ->
 
 LONG = "x" * 256
 DISK = {"name": "/dev/vda", "device_use": "BOOT", "size": 1, "used_size": 1, "physical_volumes": []}
-LV = {"file_system": "ext4", "inode_size": 1, "mount_point": "/", "name": "lv", "size": 1,
-      "used_size": 1, "free_size": 0}
+LV = {
+    "file_system": "ext4",
+    "inode_size": 1,
+    "mount_point": "/",
+    "name": "lv",
+    "size": 1,
+    "used_size": 1,
+    "free_size": 0,
+}
 
 
 @pytest.mark.parametrize(
@@ -148,13 +162,30 @@ LV = {"file_system": "ext4", "inode_size": 1, "mount_point": "/", "name": "lv", 
         ({"disks": [{**DISK, "device_use": "SWAP"}]}, "disks[0].device_use"),
         ({"disks": [{k: v for k, v in DISK.items() if k != "size"}]}, "disks[0].size"),
         ({"disks": [{**DISK, "partition_style": "APM"}]}, "disks[0].partition_style"),
-        ({"networks": [{"name": "eth0", "ip": "1", "netmask": "m", "gateway": "g", "mac": "a",
-                        "mtu": 2147483648}]}, "networks[0].mtu"),
+        (
+            {
+                "networks": [
+                    {
+                        "name": "eth0",
+                        "ip": "1",
+                        "netmask": "m",
+                        "gateway": "g",
+                        "mac": "a",
+                        "mtu": 2147483648,
+                    }
+                ]
+            },
+            "networks[0].mtu",
+        ),
         ({"volume_groups": [{"logical_volumes": [LV] * 256}]}, "volume_groups[0].logical_volumes"),
-        ({"volume_groups": [{"logical_volumes": [{**LV, "name": "n" * 1025}]}]},
-         "volume_groups[0].logical_volumes[0].name"),
-        ({"volume_groups": [{"logical_volumes": [{**LV, "block_size": 1048577}]}]},
-         "volume_groups[0].logical_volumes[0].block_size"),
+        (
+            {"volume_groups": [{"logical_volumes": [{**LV, "name": "n" * 1025}]}]},
+            "volume_groups[0].logical_volumes[0].name",
+        ),
+        (
+            {"volume_groups": [{"logical_volumes": [{**LV, "block_size": 1048577}]}]},
+            "volume_groups[0].logical_volumes[0].block_size",
+        ),
     ],
 )
 async def test_every_limit_is_enforced_and_nothing_is_stored(
@@ -194,7 +225,9 @@ async def test_no_or_bad_tokens_are_401(client: httpx.AsyncClient) -> None:
     unsigned = jwt.encode(claims, None, algorithm="none")
     no_domain = jwt.encode({**claims, "domain_id": None}, SECRET, algorithm="HS256")
     for code, headers in cases.items():
-        assert_sms_error(await client.post("/v3/sources", json=server(), headers=headers), 401, code)
+        assert_sms_error(
+            await client.post("/v3/sources", json=server(), headers=headers), 401, code
+        )
     for bad in (wrong_secret, unsigned, no_domain):
         response = await client.get("/v3/sources", headers={"X-Auth-Token": bad})
         assert_sms_error(response, 401, "SMS.9002")
@@ -212,12 +245,16 @@ async def test_token_without_the_action_is_403_in_the_seed_shape(client: httpx.A
     assert await count_named(client, body["name"]) == 0
 
 
-async def test_another_domain_can_neither_see_nor_change_a_server(client: httpx.AsyncClient) -> None:
+async def test_another_domain_can_neither_see_nor_change_a_server(
+    client: httpx.AsyncClient,
+) -> None:
     body = server()
     server_id = await register(client, body, domain="domain-a")
     other = auth("domain-b")
     assert_sms_error(await client.get(f"/v3/sources/{server_id}", headers=other), 404, "SMS.2001")
-    assert_sms_error(await client.delete(f"/v3/sources/{server_id}", headers=other), 404, "SMS.2001")
+    assert_sms_error(
+        await client.delete(f"/v3/sources/{server_id}", headers=other), 404, "SMS.2001"
+    )
     changed = await client.post("/v3/sources", json={"id": server_id, "memory": 1}, headers=other)
     assert_sms_error(changed, 404, "SMS.2001")
     listed = (await client.get("/v3/sources", params={"name": body["name"]}, headers=other)).json()
@@ -241,7 +278,9 @@ async def test_delete_then_register_again_makes_a_new_server(client: httpx.Async
     deleted = await client.delete(f"/v3/sources/{server_id}", headers=auth())
     assert deleted.status_code == 204
     assert_sms_error(await client.get(f"/v3/sources/{server_id}", headers=auth()), 404, "SMS.2001")
-    assert_sms_error(await client.delete(f"/v3/sources/{server_id}", headers=auth()), 404, "SMS.2001")
+    assert_sms_error(
+        await client.delete(f"/v3/sources/{server_id}", headers=auth()), 404, "SMS.2001"
+    )
     assert await register(client, body) != server_id
 
 
@@ -253,14 +292,18 @@ async def test_list_filters_and_pages_newest_first(client: httpx.AsyncClient) ->
     listed = (await client.get("/v3/sources", headers=headers)).json()
     assert listed["count"] == 5
     assert [s["id"] for s in listed["source_servers"]] == ids[::-1]
-    page = (await client.get("/v3/sources", params={"limit": 2, "offset": 2}, headers=headers)).json()
+    page = (
+        await client.get("/v3/sources", params={"limit": 2, "offset": 2}, headers=headers)
+    ).json()
     assert [s["id"] for s in page["source_servers"]] == ids[::-1][2:4]
     assert page["count"] == 5
     by_ip = (await client.get("/v3/sources", params={"ip": "10.1.0.3"}, headers=headers)).json()
     assert [s["id"] for s in by_ip["source_servers"]] == [ids[3]]
     by_name = (await client.get("/v3/sources", params={"name": f"{tag}-4"}, headers=headers)).json()
     assert [s["id"] for s in by_name["source_servers"]] == [ids[4]]
-    by_state = (await client.get("/v3/sources", params={"state": "waiting"}, headers=headers)).json()
+    by_state = (
+        await client.get("/v3/sources", params={"state": "waiting"}, headers=headers)
+    ).json()
     assert by_state["count"] == 5
     bad = await client.get("/v3/sources", params={"limit": 0}, headers=headers)
     assert_sms_error(bad, 400, "SMS.1001")

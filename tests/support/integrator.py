@@ -35,7 +35,9 @@ class EventTap:
     def of(self, aggregate_id: str) -> list[dict[str, Any]]:
         return [r.body for r in self.received if r.body.get("aggregate_id") == aggregate_id]
 
-    async def wait_for(self, count: int, aggregate_id: str | None = None, timeout: float = 10) -> list[dict[str, Any]]:
+    async def wait_for(
+        self, count: int, aggregate_id: str | None = None, timeout: float = 10
+    ) -> list[dict[str, Any]]:
         async with asyncio.timeout(timeout):
             while True:
                 got = self.of(aggregate_id) if aggregate_id else [r.body for r in self.received]

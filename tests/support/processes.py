@@ -80,7 +80,9 @@ class System:
     workdir: Path
     processes: dict[str, Process] = field(default_factory=dict)
 
-    def add(self, name: str, health_port_var: str | None, extra: dict[str, str] | None = None) -> Process:
+    def add(
+        self, name: str, health_port_var: str | None, extra: dict[str, str] | None = None
+    ) -> Process:
         port = free_port()
         env = {**self.base_env, **(extra or {})}
         if health_port_var is None:

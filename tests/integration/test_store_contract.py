@@ -1,0 +1,215 @@
+"""One contract, every adapter: the store behaviours the services rely on.
+
+The MongoDB adapter runs this suite when REHOST_TEST_MONGODB_URL points at a server
+(docker compose provides one); without it the suite is reported as skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from shared.store import (
+    AppliedMessage,
+    Change,
+    Conflict,
+    Document,
+    DuplicateKey,
+    Query,
+    Store,
+    open_store,
+)
+from shared.store.base import APPLIED_MEMORY
+
+
+def doc(doc_id: str | None = None, key: str | None = None, **data: object) -> Document:
+    return Document(id=doc_id or uuid.uuid4().hex, domain_id="d1", key=key, data=dict(data))
+
+
+def event(name: str) -> dict[str, object]:
+    return {"event_id": uuid.uuid4().hex, "type": name}
+
+
+class StoreContract:
+    """Subclassed once per adapter; `store` yields an open, empty store."""
+
+    collection = "things"
+
+    async def test_create_then_get(self, store: Store) -> None:
+        new = doc(key="k1", name="a")
+        await store.save(self.collection, Change(new, 0))
+        got = await store.get(self.collection, new.id)
+        assert got is not None
+        assert (got.version, got.key, got.data, got.domain_id) == (1, "k1", {"name": "a"}, "d1")
+        assert (await store.get_by_key(self.collection, "k1")) == got
+        assert await store.get(self.collection, "missing") is None
+
+    async def test_create_twice_conflicts(self, store: Store) -> None:
+        new = doc()
+        await store.save(self.collection, Change(new, 0))
+        with pytest.raises(Conflict):
+            await store.save(self.collection, Change(new, 0))
+
+    async def test_unique_key_is_enforced_by_the_store(self, store: Store) -> None:
+        await store.save(self.collection, Change(doc(key="same"), 0))
+        with pytest.raises(DuplicateKey):
+            await store.save(self.collection, Change(doc(key="same"), 0))
+        other = doc(key="other")
+        await store.save(self.collection, Change(other, 0))
+        with pytest.raises(DuplicateKey):
+            await store.save(self.collection, Change(other.evolve(key="same"), 1))
+
+    async def test_many_documents_may_have_no_key(self, store: Store) -> None:
+        for _ in range(3):
+            await store.save(self.collection, Change(doc(key=None), 0))
+
+    async def test_update_is_compare_and_set_on_the_version(self, store: Store) -> None:
+        new = doc(n=0)
+        await store.save(self.collection, Change(new, 0))
+        await store.save(self.collection, Change(new.evolve(data={"n": 1}), 1))
+        with pytest.raises(Conflict):
+            await store.save(self.collection, Change(new.evolve(data={"n": 99}), 1))
+        got = await store.get(self.collection, new.id)
+        assert got is not None and (got.version, got.data) == (2, {"n": 1})
+
+    async def test_concurrent_writers_one_wins_each_version(self, store: Store) -> None:
+        new = doc(n=0)
+        await store.save(self.collection, Change(new, 0))
+
+        async def bump(i: int) -> bool:
+            try:
+                await store.save(self.collection, Change(new.evolve(data={"n": i}), 1))
+            except Conflict:
+                return False
+            return True
+
+        results = await asyncio.gather(*(bump(i) for i in range(10)))
+        assert sum(results) == 1
+
+    async def test_events_and_applied_messages_are_saved_with_the_state(self, store: Store) -> None:
+        new = doc()
+        first, second = event("a"), event("b")
+        await store.save(
+            self.collection,
+            Change(new, 0, (first,), AppliedMessage("m1", {"status": 200, "body": {"id": "x"}})),
+        )
+        await store.save(
+            self.collection, Change(new, 1, (second,), AppliedMessage("m2", {"status": 200}))
+        )
+        got = await store.get(self.collection, new.id)
+        assert got is not None
+        assert [e["event_id"] for e in got.outbox] == [first["event_id"], second["event_id"]]
+        assert got.reply_to("m1") == {"status": 200, "body": {"id": "x"}}
+        assert got.reply_to("m3") is None
+        assert await store.outbox_size(self.collection) == 2
+        assert [d.id for d in await store.with_outbox(self.collection, 10)] == [new.id]
+
+    async def test_mark_published_keeps_events_added_meanwhile(self, store: Store) -> None:
+        new = doc()
+        first, second = event("a"), event("b")
+        await store.save(self.collection, Change(new, 0, (first,)))
+        await store.save(self.collection, Change(new, 1, (second,)))
+        await store.mark_published(self.collection, new.id, [str(first["event_id"])])
+        got = await store.get(self.collection, new.id)
+        assert got is not None and [e["event_id"] for e in got.outbox] == [second["event_id"]]
+        assert got.version == 2  # publishing does not count as a change
+        await store.mark_published(self.collection, new.id, [str(second["event_id"])])
+        assert await store.with_outbox(self.collection, 10) == []
+        assert await store.outbox_size(self.collection) == 0
+
+    async def test_applied_memory_is_bounded(self, store: Store) -> None:
+        new = doc()
+        await store.save(self.collection, Change(new, 0, (), AppliedMessage("m0", {})))
+        for i in range(1, APPLIED_MEMORY + 5):
+            await store.save(self.collection, Change(new, i, (), AppliedMessage(f"m{i}", {})))
+        got = await store.get(self.collection, new.id)
+        assert got is not None and len(got.applied) == APPLIED_MEMORY
+        assert got.reply_to("m0") is None and got.reply_to(f"m{APPLIED_MEMORY + 4}") == {}
+
+    async def test_find_filters_pages_and_sorts_newest_first(self, store: Store) -> None:
+        docs = [
+            doc(name=f"srv-{i}", state="waiting" if i % 2 else "error", ip=f"10.0.0.{i}")
+            for i in range(6)
+        ]
+        for i, d in enumerate(docs):
+            await store.save(self.collection, Change(d.evolve(created_at=1000.0 + i), 0))
+        other = Document(id="other", domain_id="d2", data={"name": "srv-x"})
+        await store.save(self.collection, Change(other, 0))
+
+        page = await store.find(self.collection, Query(domain_id="d1", limit=2, offset=1))
+        assert page.total == 6
+        assert [d.id for d in page.items] == [docs[4].id, docs[3].id]
+        waiting = await store.find(
+            self.collection, Query(domain_id="d1", equals={"state": "waiting"})
+        )
+        assert {d.id for d in waiting.items} == {docs[1].id, docs[3].id, docs[5].id}
+        named = await store.find(self.collection, Query(domain_id="d1", contains={"name": "v-2"}))
+        assert [d.id for d in named.items] == [docs[2].id]
+        tricky = await store.find(self.collection, Query(contains={"name": ".*"}))
+        assert tricky.items == []
+
+    async def test_deleted_documents_are_hidden_from_find(self, store: Store) -> None:
+        new = doc(name="gone")
+        await store.save(self.collection, Change(new, 0))
+        await store.save(self.collection, Change(new.evolve(deleted=True), 1))
+        assert (await store.find(self.collection, Query(domain_id="d1"))).total == 0
+        everything = await store.find(self.collection, Query(domain_id="d1", include_deleted=True))
+        assert everything.total == 1
+        got = await store.get(self.collection, new.id)
+        assert got is not None and got.deleted
+
+    async def test_ping(self, store: Store) -> None:
+        await store.ping()
+
+
+class TestSqliteStore(StoreContract):
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[Store]:
+        store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+        await store.open()
+        yield store
+        await store.close()
+
+    async def test_survives_reopening(self, tmp_path: Path) -> None:
+        url = f"sqlite:///{tmp_path / 'again.db'}"
+        store = open_store(url)
+        await store.open()
+        new = doc(name="kept")
+        await store.save(self.collection, Change(new, 0, (event("e"),)))
+        await store.close()
+        again = open_store(url)
+        await again.open()
+        got = await again.get(self.collection, new.id)
+        await again.close()
+        assert got is not None and got.data == {"name": "kept"} and len(got.outbox) == 1
+
+
+MONGO_URL = os.environ.get("REHOST_TEST_MONGODB_URL")
+
+
+@pytest.mark.skipif(
+    not MONGO_URL,
+    reason="REHOST_TEST_MONGODB_URL is not set: no MongoDB server here (docker compose has one)",
+)
+class TestMongoStore(StoreContract):
+    @pytest.fixture
+    async def store(self) -> AsyncIterator[Store]:
+        assert MONGO_URL is not None
+        database = f"rehost_test_{uuid.uuid4().hex[:8]}"
+        base, _, query = MONGO_URL.partition("?")
+        store = open_store(f"{base.rstrip('/')}/{database}" + (f"?{query}" if query else ""))
+        await store.open()
+        yield store
+        client = store._client  # type: ignore[attr-defined]
+        await client.drop_database(database)
+        await store.close()
+
+
+def test_unknown_store_scheme_is_refused() -> None:
+    with pytest.raises(ValueError, match="unsupported"):
+        open_store("postgres://x")

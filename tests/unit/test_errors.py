@@ -1,0 +1,44 @@
+"""Error bodies per family, and the README's code table kept equal to the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from shared.errors import ApiError, Family, SmsCode, codes_of
+
+README = (Path(__file__).parents[2] / "README.md").read_text()
+
+
+def test_the_readme_lists_exactly_the_sms_codes() -> None:
+    documented = set(re.findall(r"^\| (SMS\.\d{4}) \| (\d{3}) \|", README, re.M))
+    assert documented == {(c.code, str(c.status)) for c in codes_of(Family.SMS)}
+
+
+def test_codes_are_unique() -> None:
+    codes = [c.code for c in codes_of(Family.SMS)]
+    assert len(codes) == len(set(codes))
+
+
+def test_403_has_the_seed_pages_shape() -> None:
+    body = ApiError(SmsCode.FORBIDDEN, "no", ["You may not"]).body()
+    assert set(body) == {
+        "error_code",
+        "error_msg",
+        "encoded_authorization_message",
+        "error_param",
+        "details",
+    }
+    assert body["details"] == [{"error_code": "SMS.9004", "error_msg": "You may not"}]
+
+
+def test_other_errors_have_code_and_message_only() -> None:
+    assert ApiError(SmsCode.SOURCE_NOT_FOUND).body() == {
+        "error_code": "SMS.2001",
+        "error_msg": SmsCode.SOURCE_NOT_FOUND.title,
+    }
+
+
+def test_zstack_shape() -> None:
+    body = ApiError(SmsCode.INTERNAL, "boom", family=Family.ZSTACK).body()
+    assert body["error"]["code"] == "SMS.9500" and body["error"]["details"] == "boom"
