@@ -19,14 +19,20 @@ app = typer.Typer(help="Rehost: a self-hosted control plane for server migration
 PROCESSES = {
     "gateway": "gateway",
     "registry": "registry",
+    "command-result": "command-result",
+    "task-lock": "task-lock",
+}
+SERVICES = {
+    "registry": "services.registry.main:REGISTRY",
+    "command-result": "services.command_result.main:COMMAND_RESULT",
+    "task-lock": "services.task_lock.main:TASK_LOCK",
 }
 
 
 def _run_service(name: str) -> None:
     from shared.service import run_service
 
-    definitions = {"registry": "services.registry.main:REGISTRY"}
-    module, attr = definitions[name].split(":")
+    module, attr = SERVICES[name].split(":")
     definition = getattr(__import__(module, fromlist=[attr]), attr)
     try:
         import uvloop
@@ -61,6 +67,18 @@ def gateway(
 def registry() -> None:
     """Run the registry service (source servers)."""
     _run_service("registry")
+
+
+@app.command("command-result")
+def command_result() -> None:
+    """Run the command-result service (agent commands and their results)."""
+    _run_service("command-result")
+
+
+@app.command("task-lock")
+def task_lock() -> None:
+    """Run the task-lock service (migration tasks and target-server locks)."""
+    _run_service("task-lock")
 
 
 @app.command()

@@ -26,12 +26,21 @@ class NewEvent:
 
 
 @dataclass(frozen=True)
+class NewCommand:
+    """A command for another service, sent through the outbox once this change is stored."""
+
+    routing_key: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Decision:
     """What the domain decided: the reply, and the document's new state if it changes."""
 
     reply: Reply
     doc: Document | None = None
     events: tuple[NewEvent, ...] = field(default_factory=tuple)
+    commands: tuple[NewCommand, ...] = field(default_factory=tuple)
     # The reply when another document holds the new unique key; None means retry,
     # since a create that lost a race finds the winner on the next load.
     on_duplicate_key: Reply | None = None
@@ -39,6 +48,16 @@ class Decision:
 
 class Contention(Exception):
     """The aggregate kept changing under us; the message will be redelivered."""
+
+
+def _command_entry(doc: Document, command: NewCommand) -> dict[str, Any]:
+    return {
+        "event_id": new_id(),
+        "command": command.routing_key,
+        "domain_id": doc.domain_id,
+        "body": command.body,
+        "trace": inject_headers({}),
+    }
 
 
 def _outbox_entry(doc: Document, version: int, event: NewEvent) -> dict[str, Any]:
@@ -75,7 +94,9 @@ async def apply(
             return decision.reply
         doc = decision.doc
         expected = current.version if current is not None and current.id == doc.id else 0
-        events = tuple(_outbox_entry(doc, expected + 1, e) for e in decision.events)
+        events = tuple(_outbox_entry(doc, expected + 1, e) for e in decision.events) + tuple(
+            _command_entry(doc, c) for c in decision.commands
+        )
         applied = AppliedMessage(message_id, decision.reply.model_dump(mode="json"))
         try:
             await store.save(collection, Change(doc, expected, events, applied))

@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     gateway_workers: int = 1
     health_host: str = "127.0.0.1"
     registry_health_port: int = 8101
+    command_result_health_port: int = 8102
+    task_lock_health_port: int = 8103
     auth_secret: str = "change-me-rehost-dev-secret-32-bytes!"
     reply_timeout: float = Field(default=10.0, description="seconds the gateway waits for a reply")
     max_body_bytes: int = 1_048_576

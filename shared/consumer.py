@@ -37,6 +37,10 @@ class PermanentError(Exception):
     """This message can never be handled; it goes to the dead-letter queue."""
 
 
+class _ShuttingDown(Exception):
+    """Raised instead of retrying once the consumer stops: the message is requeued."""
+
+
 class Consumer:
     def __init__(
         self,
@@ -103,9 +107,12 @@ class Consumer:
             if self._expired_query(incoming):
                 await message.ack()
                 return
-            reply = await self._run_until_store_answers(handler, incoming)
+            reply = await self._run_until_dependencies_answer(handler, incoming)
         except PermanentError as exc:
             await self._dead_letter(message, incoming, str(exc))
+            return
+        except _ShuttingDown:
+            await self._requeue(message)
             return
         except asyncio.CancelledError:
             await self._requeue(message)
@@ -139,14 +146,19 @@ class Consumer:
             and deadline < time.time() * 1000
         )
 
-    async def _run_until_store_answers(self, handler: Handler, incoming: Incoming) -> Reply | None:
+    async def _run_until_dependencies_answer(
+        self, handler: Handler, incoming: Incoming
+    ) -> Reply | None:
         delay = 0.1
         while True:
+            if self._stopping:
+                raise _ShuttingDown()
             try:
                 reply = await self._call(handler, incoming)
-            except StoreUnavailable as exc:
-                self.store_ok = False
-                log.warning("store.unavailable", error=str(exc), retry_in=delay)
+            except (StoreUnavailable, Unavailable) as exc:
+                # A dependency is down, not the message bad: hold it, never dead-letter it.
+                self.store_ok = not isinstance(exc, StoreUnavailable)
+                log.warning("dependency.unavailable", error=str(exc), retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue

@@ -31,6 +31,11 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+def derived_id(message_id: str, step: str) -> str:
+    """A stable id for one step of handling a message: the same on every redelivery."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"rehost:{message_id}:{step}").hex
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

@@ -1,4 +1,8 @@
-"""The outbox relay: publishes events stored with their state change, then removes them.
+"""The outbox relay: publishes what a change stored in its outbox, then removes it.
+
+Entries are events (to `rehost.events`) or commands for other services (to
+`rehost.commands`, with a stable message id so that the receiver's duplicate
+guard absorbs a re-send).
 
 Woken right after each commit and also sweeping on an interval, so an event left
 behind by a crash between commit and publish is published on the next sweep (at
@@ -9,17 +13,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+from typing import Any
 
+import aio_pika
 import structlog
 from opentelemetry import context as otel_context
 
 from shared.bus import Bus, Unavailable
-from shared.envelope import Event, event_message
+from shared.envelope import Event, build_message, event_message
 from shared.store import Store, StoreUnavailable
 from shared.telemetry import extract_context
-from shared.topology import EVENTS
+from shared.topology import COMMANDS, EVENTS
 
 log = structlog.get_logger(__name__)
+
+
+def _message(entry: dict[str, Any]) -> tuple[str, aio_pika.Message]:
+    """An outbox entry is an event for `rehost.events` or a command for another service."""
+    if "command" in entry:
+        message = build_message(
+            json.dumps(entry["body"]).encode(),
+            str(entry["command"]),
+            domain_id=str(entry["domain_id"]),
+            message_id=str(entry["event_id"]),  # stable: the receiver dedupes a re-send
+        )
+        return COMMANDS, message
+    return EVENTS, event_message(Event.model_validate(entry))
 
 
 class OutboxRelay:
@@ -67,16 +87,16 @@ class OutboxRelay:
                     break
         return published
 
-    async def _publish(self, collection: str, doc_id: str, entries: list[dict[str, object]]) -> int:
+    async def _publish(self, collection: str, doc_id: str, entries: list[dict[str, Any]]) -> int:
         done: list[str] = []
         for entry in entries:
-            event = Event.model_validate(entry)
             trace = entry.get("trace")
             token = otel_context.attach(extract_context(trace if isinstance(trace, dict) else {}))
             try:
-                await self.bus.publish(EVENTS, event_message(event), event.type)
+                exchange, message = _message(entry)
+                await self.bus.publish(exchange, message, str(message.type))
             finally:
                 otel_context.detach(token)
-            done.append(event.event_id)
+            done.append(str(entry["event_id"]))
         await self.store.mark_published(collection, doc_id, done)
         return len(done)

@@ -17,7 +17,7 @@ import structlog
 from aio_pika.exceptions import AMQPError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from shared.bus import Bus, Unavailable
+from shared.bus import Bus, Requester, Unavailable
 from shared.config import Settings
 from shared.consumer import Consumer, Handler
 from shared.health import HealthServer
@@ -35,9 +35,10 @@ class ServiceDefinition:
     name: str
     bindings: tuple[str, ...]
     collections: tuple[str, ...]
-    handlers: Callable[[Store], dict[str, Handler]]
+    handlers: Callable[[Store, Requester], dict[str, Handler]]
     health_port: Callable[[Settings], int]
     queries: frozenset[str] = frozenset()
+    event_bindings: tuple[str, ...] = ()
 
 
 async def wait_until_up(what: str, attempt: Callable[[], object]) -> None:
@@ -64,11 +65,13 @@ async def run_service(definition: ServiceDefinition, settings: Settings) -> None
     bus = Bus(settings.amqp_url, f"rehost-{definition.name}")
     await wait_until_up("broker", bus.connect)
 
+    requester = Requester(bus, settings.reply_timeout, settings.max_in_flight)
+    await requester.start()
     relay = OutboxRelay(bus, store, list(definition.collections), settings.outbox_interval)
     consumer = Consumer(
         bus,
-        ServiceQueue(definition.name, definition.bindings),
-        definition.handlers(store),
+        ServiceQueue(definition.name, definition.bindings, definition.event_bindings),
+        definition.handlers(store, requester),
         prefetch=settings.prefetch,
         delivery_limit=settings.delivery_limit,
         queries=definition.queries,

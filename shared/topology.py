@@ -22,6 +22,7 @@ DLX = "rehost.dlx"
 class ServiceQueue:
     service: str
     bindings: tuple[str, ...]
+    event_bindings: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -60,4 +61,6 @@ async def declare_service_queue(
     )
     for key in queue.bindings:
         await main.bind(COMMANDS, routing_key=key)
+    for key in queue.event_bindings:
+        await main.bind(EVENTS, routing_key=key)
     return main

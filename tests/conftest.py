@@ -51,6 +51,8 @@ def base_env(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[st
 def system(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     system = System(base_env, tmp_path_factory.mktemp("logs"))
     system.add("registry", "REHOST_REGISTRY_HEALTH_PORT")
+    system.add("command-result", "REHOST_COMMAND_RESULT_HEALTH_PORT")
+    system.add("task-lock", "REHOST_TASK_LOCK_HEALTH_PORT")
     system.add("gateway", None)
     try:
         for process in system.processes.values():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from shared.aggregates import apply
 from shared.consumer import Handler, PermanentError
+from shared.contracts.lifecycle import TaskClaim, TransitionRequest
 from shared.contracts.sources import ListSources, SourceServerBody, SourceServerRef
 from shared.envelope import Incoming, Reply, new_id, utcnow
 from shared.errors import SmsCode
@@ -29,6 +30,9 @@ class RegistryHandlers:
             "sms.source.delete": self.delete,
             "sms.source.get": self.get,
             "sms.source.list": self.list,
+            "sms.source.transition": self.transition,
+            "sms.source.claim": self.claim,
+            "sms.source.release": self.release,
         }
 
     async def register(self, incoming: Incoming) -> Reply:
@@ -89,3 +93,36 @@ class RegistryHandlers:
         )
         body = {"count": page.total, "source_servers": [sources.view(d) for d in page.items]}
         return Reply(status=200, body=body)
+
+    async def transition(self, incoming: Incoming) -> Reply:
+        domain_id = _tenant(incoming)
+        request = TransitionRequest.model_validate_json(incoming.body)
+        return await apply(
+            self.store,
+            COLLECTION,
+            incoming.message_id,
+            lambda: self.store.get(COLLECTION, request.server_id),
+            lambda current: sources.apply_transition(current, request, domain_id, utcnow()),
+        )
+
+    async def claim(self, incoming: Incoming) -> Reply:
+        domain_id = _tenant(incoming)
+        request = TaskClaim.model_validate_json(incoming.body)
+        return await apply(
+            self.store,
+            COLLECTION,
+            incoming.message_id,
+            lambda: self.store.get(COLLECTION, request.server_id),
+            lambda current: sources.claim(current, request, domain_id),
+        )
+
+    async def release(self, incoming: Incoming) -> Reply:
+        domain_id = _tenant(incoming)
+        request = TaskClaim.model_validate_json(incoming.body)
+        return await apply(
+            self.store,
+            COLLECTION,
+            incoming.message_id,
+            lambda: self.store.get(COLLECTION, request.server_id),
+            lambda current: sources.release(current, request, domain_id),
+        )

@@ -14,10 +14,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.aggregates import Decision, NewEvent
+from shared.contracts.lifecycle import (
+    ResultCause,
+    SourceStateChanged,
+    TaskClaim,
+    TransitionReply,
+    TransitionRequest,
+)
 from shared.contracts.sources import REQUIRED_FOR_REGISTRATION, SourceServerBody
 from shared.envelope import Reply
 from shared.errors import ApiError, Code, SmsCode
 from shared.store import Document
+
+from . import lifecycle
 
 COLLECTION = "sources"
 # Kept by Rehost, never taken from the register body.
@@ -144,6 +153,11 @@ def delete(current: Document | None, server_id: str, domain_id: str, now: dateti
     existing = visible(current, domain_id)
     if existing is None:
         return reject(SmsCode.SOURCE_NOT_FOUND, f"Source server {server_id} does not exist.")
+    if task_id := existing.data.get("task_id"):
+        return reject(
+            SmsCode.SOURCE_HAS_TASK,
+            f"Source server {server_id} belongs to migration task {task_id}; delete the task first.",
+        )
     # A tombstone, not a removal: it keeps the duplicate guard, and frees the identity.
     data = {**existing.data, "updated_at": now.astimezone(UTC).isoformat()}
     doc = existing.evolve(deleted=True, key=None, data=data)
@@ -152,3 +166,86 @@ def delete(current: Document | None, server_id: str, domain_id: str, now: dateti
         doc=doc,
         events=(NewEvent("source.deleted", {"server_id": existing.id}),),
     )
+
+
+def apply_transition(
+    current: Document | None, request: TransitionRequest, domain_id: str, now: datetime
+) -> Decision:
+    existing = visible(current, domain_id)
+    if existing is None:
+        return reject(
+            SmsCode.SOURCE_NOT_FOUND, f"Source server {request.server_id} does not exist."
+        )
+    state, cycle = existing.data.get("state", "waiting"), existing.data.get("migration_cycle")
+    step = lifecycle.transition(state, cycle, request.cause)
+    if isinstance(step, lifecycle.Refused):
+        return reject(
+            SmsCode.TRANSITION_REFUSED,
+            f"Source server {existing.id} is {state}: {step.reason}. Nothing was changed.",
+        )
+    if (step.to, step.cycle) == (state, cycle):
+        return Decision(reply=_transition_reply(existing, existing.version, changed=False))
+    stamp = now.astimezone(UTC).isoformat()
+    data = {**existing.data, "state": step.to, "updated_at": stamp}
+    if step.cycle is not None:
+        data["migration_cycle"] = step.cycle
+    data.pop("error", None)
+    if step.to == "error" and isinstance(request.cause, ResultCause):
+        data["error"] = {"command_name": request.cause.command_name, "reason": request.cause.reason}
+    doc = existing.evolve(data=data)
+    version = existing.version + 1
+    changed = SourceStateChanged.model_validate(
+        {
+            "server_id": existing.id,
+            "from": state,
+            "to": step.to,
+            "migration_cycle": data.get("migration_cycle"),
+            "cause": request.cause.model_dump(mode="json", exclude_none=True),
+            "version": version,
+            "at": stamp,
+        }
+    )
+    return Decision(
+        reply=_transition_reply(doc, version, changed=True),
+        doc=doc,
+        events=(NewEvent("source.state_changed", changed.model_dump(mode="json", by_alias=True)),),
+    )
+
+
+def _transition_reply(doc: Document, version: int, *, changed: bool) -> Reply:
+    reply = TransitionReply(
+        server_id=doc.id,
+        state=doc.data.get("state", "waiting"),
+        migration_cycle=doc.data.get("migration_cycle"),
+        changed=changed,
+        version=version,
+    )
+    return Reply(status=200, body=reply.model_dump(mode="json"))
+
+
+def claim(current: Document | None, request: TaskClaim, domain_id: str) -> Decision:
+    """A task takes the server: one task at a time, so the server cannot be deleted under it."""
+    existing = visible(current, domain_id)
+    if existing is None:
+        return reject(
+            SmsCode.SOURCE_NOT_FOUND, f"Source server {request.server_id} does not exist."
+        )
+    summary = Reply(status=200, body=view(existing))
+    holder = existing.data.get("task_id")
+    if holder == request.task_id:
+        return Decision(reply=summary)
+    if holder:
+        return reject(
+            SmsCode.SOURCE_HAS_TASK,
+            f"Source server {existing.id} already belongs to migration task {holder}.",
+        )
+    doc = existing.evolve(data={**existing.data, "task_id": request.task_id})
+    return Decision(reply=Reply(status=200, body=view(doc, existing.version + 1)), doc=doc)
+
+
+def release(current: Document | None, request: TaskClaim, domain_id: str) -> Decision:
+    existing = visible(current, domain_id)
+    if existing is None or existing.data.get("task_id") != request.task_id:
+        return Decision(reply=Reply(status=200, body={}))
+    data = {k: v for k, v in existing.data.items() if k != "task_id"}
+    return Decision(reply=Reply(status=200, body={}), doc=existing.evolve(data=data))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 
@@ -18,7 +20,7 @@ class SmsError(BaseModel):
     details: list[SmsErrorDetail] | None = Field(default=None, description="403 only")
 
 
-SMS_ERRORS: dict[int | str, dict[str, object]] = {
+SMS_ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": SmsError, "description": text}
     for status, text in {
         400: "Bad request: a parameter is invalid; the message names it",

@@ -1,0 +1,137 @@
+"""The command-result service's handlers.
+
+A reported result is applied in three idempotent steps, each keyed by an id derived
+from the message, so a redelivery after a crash between them finishes the work
+without doing any step twice: (1) the registry applies the lifecycle transition
+(it is the one writer of the source server), (2) the result is recorded with the
+registry's outcome, (3) the command it answers leaves the server's queue.
+"""
+
+from __future__ import annotations
+
+from shared.aggregates import apply
+from shared.bus import Requester
+from shared.consumer import Handler, PermanentError
+from shared.contracts.commands import (
+    EnqueueCommand,
+    ReportResult,
+    ServerCommandsQuery,
+)
+from shared.contracts.lifecycle import ResultCause, TransitionRequest
+from shared.contracts.sources import SourceServerRef
+from shared.envelope import Incoming, Reply, derived_id, utcnow
+from shared.store import Query, Store
+from shared.telemetry import current_trace_id
+
+from . import channels, results
+
+
+def _tenant(incoming: Incoming) -> str:
+    if not incoming.domain_id:
+        raise PermanentError("the domain_id header is missing")
+    return incoming.domain_id
+
+
+class CommandResultHandlers:
+    def __init__(self, store: Store, requester: Requester) -> None:
+        self.store = store
+        self.requester = requester
+
+    def routes(self) -> dict[str, Handler]:
+        return {
+            "sms.command.report_result": self.report_result,
+            "sms.command.enqueue": self.enqueue,
+            "sms.command.next": self.next_command,
+            "sms.command.results": self.list_results,
+        }
+
+    async def report_result(self, incoming: Incoming) -> Reply:
+        domain_id = _tenant(incoming)
+        report = ReportResult.model_validate_json(incoming.body)
+        reason = str(report.result_detail)[:1024] if report.result == "fail" else None
+        transition = TransitionRequest(
+            server_id=report.server_id,
+            cause=ResultCause(
+                command_name=report.command_name, result=report.result, reason=reason
+            ),
+        )
+        outcome = await self.requester.request(
+            "sms.source.transition",
+            transition.model_dump_json().encode(),
+            domain_id=domain_id,
+            message_id=derived_id(incoming.message_id, "transition"),
+        )
+        if outcome.status == 404:
+            return outcome
+        result_id = derived_id(incoming.message_id, "result")
+        now = utcnow()
+        trace_id = current_trace_id()
+        recorded = await apply(
+            self.store,
+            results.COLLECTION,
+            incoming.message_id,
+            lambda: self.store.get(results.COLLECTION, result_id),
+            lambda current: results.record(
+                current, result_id, report, domain_id, outcome, now=now, trace_id=trace_id
+            ),
+        )
+        if recorded.status != 200:
+            return recorded
+        await apply(
+            self.store,
+            channels.COLLECTION,
+            incoming.message_id,
+            lambda: self.store.get(channels.COLLECTION, report.server_id),
+            lambda current: channels.settle(current, report.command_name),
+        )
+        return Reply(status=200, body={})
+
+    async def enqueue(self, incoming: Incoming) -> Reply:
+        domain_id = _tenant(incoming)
+        command = EnqueueCommand.model_validate_json(incoming.body)
+        return await apply(
+            self.store,
+            channels.COLLECTION,
+            incoming.message_id,
+            lambda: self.store.get(channels.COLLECTION, command.server_id),
+            lambda current: channels.enqueue(current, command, domain_id, utcnow()),
+        )
+
+    async def next_command(self, incoming: Incoming) -> Reply:
+        domain_id = _tenant(incoming)
+        query = ServerCommandsQuery.model_validate_json(incoming.body)
+        channel = await self.store.get(channels.COLLECTION, query.server_id)
+        if channel is None or channel.domain_id != domain_id:
+            if (missing := await self._unknown_server(query.server_id, domain_id)) is not None:
+                return missing
+            channel = None
+        return Reply(status=200, body=channels.next_command(channel).model_dump(mode="json"))
+
+    async def list_results(self, incoming: Incoming) -> Reply:
+        domain_id = _tenant(incoming)
+        query = ServerCommandsQuery.model_validate_json(incoming.body)
+        page = await self.store.find(
+            results.COLLECTION,
+            Query(
+                domain_id=domain_id,
+                equals={"server_id": query.server_id},
+                limit=query.limit,
+                offset=query.offset,
+            ),
+        )
+        if (
+            page.total == 0
+            and (missing := await self._unknown_server(query.server_id, domain_id)) is not None
+        ):
+            return missing
+        body = {"count": page.total, "command_results": [d.data for d in page.items]}
+        return Reply(status=200, body=body)
+
+    async def _unknown_server(self, server_id: str, domain_id: str) -> Reply | None:
+        """The registry's 404 when the domain has no such server; None when it has."""
+        reply = await self.requester.request(
+            "sms.source.get",
+            SourceServerRef(server_id=server_id).model_dump_json().encode(),
+            domain_id=domain_id,
+        )
+        return reply if reply.status == 404 else None

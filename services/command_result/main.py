@@ -1,0 +1,17 @@
+"""The command-result process: `rehost command-result`."""
+
+from __future__ import annotations
+
+from shared.service import ServiceDefinition
+
+from . import channels, results
+from .handlers import CommandResultHandlers
+
+COMMAND_RESULT = ServiceDefinition(
+    name="command-result",
+    bindings=("sms.command.*",),
+    collections=(channels.COLLECTION, results.COLLECTION),
+    handlers=lambda store, requester: CommandResultHandlers(store, requester).routes(),
+    health_port=lambda settings: settings.command_result_health_port,
+    queries=frozenset({"sms.command.next", "sms.command.results"}),
+)

@@ -1,0 +1,88 @@
+"""SMS agent-command routes: the next command for an agent, its result, the result history."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Response
+
+from shared.auth import Principal
+from shared.contracts.commands import (
+    AgentCommand,
+    CommandResultBody,
+    CommandResultList,
+    ReportResult,
+    ServerCommandsQuery,
+)
+from shared.contracts.errors import SMS_ERRORS
+
+from .deps import Bus, require
+from .sources import respond
+
+router = APIRouter(prefix="/v3/sources", tags=["SMS agent commands"], responses=SMS_ERRORS)
+ServerId = Annotated[str, Path(min_length=1, max_length=36)]
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: SMS_ERRORS[400] | {"description": "No such server in the caller's domain"}
+}
+Agent = Annotated[Principal, Depends(require("sms:server:showCommand"))]
+Reporter = Annotated[Principal, Depends(require("sms:server:updateCommandResult"))]
+Reader = Annotated[Principal, Depends(require("sms:server:queryServer"))]
+
+
+@router.get(
+    "/{server_id}/command",
+    response_model=AgentCommand,
+    summary="The next command for the agent of this server",
+    description=(
+        "Commands are delivered in order. The head command is answered again on every call "
+        'until its result is reported. `command_name` is "" when there is none.'
+    ),
+    responses=NOT_FOUND,
+)
+async def show_command(server_id: ServerId, bus: Bus, caller: Agent) -> Response:
+    payload = ServerCommandsQuery(server_id=server_id).model_dump_json().encode()
+    return respond(await bus.request("sms.command.next", payload, domain_id=caller.domain_id))
+
+
+@router.post(
+    "/{server_id}/command_result",
+    summary="Report the result of a command",
+    description=(
+        "`result_detail` is accepted as a JSON object or as a JSON-encoded string. The result "
+        "moves the server through its lifecycle; a result the lifecycle does not allow in the "
+        "server's state is recorded, changes nothing and answers 409 `SMS.2005`."
+    ),
+    responses={**NOT_FOUND, 409: SMS_ERRORS[400] | {"description": "Not allowed in this state"}},
+)
+async def update_command_result(
+    server_id: ServerId, body: CommandResultBody, bus: Bus, caller: Reporter
+) -> Response:
+    report = ReportResult(server_id=server_id, **body.model_dump())
+    reply = await bus.request(
+        "sms.command.report_result",
+        report.model_dump_json().encode(),
+        domain_id=caller.domain_id,
+        actor=caller.subject,
+    )
+    return respond(reply)
+
+
+@router.get(
+    "/{server_id}/command_results",
+    response_model=CommandResultList,
+    summary="The command results of a server, newest first (a Rehost extension)",
+    description="Not part of the public SMS API: Rehost's history of reported results.",
+    responses=NOT_FOUND,
+)
+async def list_command_results(
+    server_id: ServerId,
+    bus: Bus,
+    caller: Reader,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Response:
+    query = ServerCommandsQuery(server_id=server_id, limit=limit, offset=offset)
+    reply = await bus.request(
+        "sms.command.results", query.model_dump_json().encode(), domain_id=caller.domain_id
+    )
+    return respond(reply)

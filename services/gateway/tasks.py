@@ -1,0 +1,115 @@
+"""SMS migration-task routes: create, list, show, delete, act on, and unlock the target."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Response
+
+from shared.auth import Principal
+from shared.contracts.errors import SMS_ERRORS
+from shared.contracts.tasks import (
+    ListTasks,
+    TaskAction,
+    TaskActionCommand,
+    TaskBody,
+    TaskId,
+    TaskList,
+    TaskRef,
+    TaskView,
+)
+
+from .deps import Bus, require
+from .sources import respond
+
+router = APIRouter(prefix="/v3/tasks", tags=["SMS migration tasks"], responses=SMS_ERRORS)
+TaskIdPath = Annotated[str, Path(min_length=1, max_length=255)]
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: SMS_ERRORS[400] | {"description": "No such task in the caller's domain"}
+}
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: SMS_ERRORS[400] | {"description": "Locked target, wrong state, or lost lock"}
+}
+Creator = Annotated[Principal, Depends(require("sms:task:create"))]
+Reader = Annotated[Principal, Depends(require("sms:task:get"))]
+Deleter = Annotated[Principal, Depends(require("sms:task:delete"))]
+Operator = Annotated[Principal, Depends(require("sms:task:updateStatus"))]
+Unlocker = Annotated[Principal, Depends(require("sms:server:unlock"))]
+
+
+def _ref(task_id: str) -> bytes:
+    return TaskRef(task_id=task_id).model_dump_json().encode()
+
+
+@router.post(
+    "",
+    response_model=TaskId,
+    summary="Create a migration task for a registered source server",
+    responses={**NOT_FOUND, **CONFLICT},
+)
+async def create_task(body: TaskBody, bus: Bus, caller: Creator) -> Response:
+    payload = body.model_dump_json(exclude_unset=True).encode()
+    reply = await bus.request(
+        "sms.task.create", payload, domain_id=caller.domain_id, actor=caller.subject
+    )
+    return respond(reply)
+
+
+@router.get("", response_model=TaskList, summary="List migration tasks, newest first")
+async def list_tasks(query: Annotated[ListTasks, Query()], bus: Bus, caller: Reader) -> Response:
+    payload = query.model_dump_json().encode()
+    return respond(await bus.request("sms.task.list", payload, domain_id=caller.domain_id))
+
+
+@router.get("/{task_id}", response_model=TaskView, summary="Show a task", responses=NOT_FOUND)
+async def show_task(task_id: TaskIdPath, bus: Bus, caller: Reader) -> Response:
+    return respond(await bus.request("sms.task.get", _ref(task_id), domain_id=caller.domain_id))
+
+
+@router.delete(
+    "/{task_id}",
+    status_code=204,
+    summary="Delete a task (not while it runs); releases its lock and its source server",
+    responses={**NOT_FOUND, **CONFLICT},
+)
+async def delete_task(task_id: TaskIdPath, bus: Bus, caller: Deleter) -> Response:
+    reply = await bus.request(
+        "sms.task.delete", _ref(task_id), domain_id=caller.domain_id, actor=caller.subject
+    )
+    return respond(reply)
+
+
+@router.post(
+    "/{task_id}/action",
+    summary="Start, stop, restart, test or cut over a task (SMS UpdateTaskStatus)",
+    description=(
+        "`start`/`restart` lock the target server (409 `SMS.3002` naming the holder when "
+        "another task has it). clone_test, network_check, skip, clear and migration_test are "
+        "refused with 400 `SMS.3004`."
+    ),
+    responses={**NOT_FOUND, **CONFLICT},
+)
+async def update_task_status(
+    task_id: TaskIdPath, body: TaskAction, bus: Bus, caller: Operator
+) -> Response:
+    command = TaskActionCommand(task_id=task_id, **body.model_dump())
+    reply = await bus.request(
+        "sms.task.action",
+        command.model_dump_json().encode(),
+        domain_id=caller.domain_id,
+        actor=caller.subject,
+    )
+    return respond(reply)
+
+
+@router.post(
+    "/{task_id}/unlock",
+    summary="Unlock the target server of a task (SMS UnlockTargetEcs)",
+    description="Idempotent: unlocking a task that holds no lock answers 200 and changes nothing.",
+    responses=NOT_FOUND,
+)
+async def unlock_target_ecs(task_id: TaskIdPath, bus: Bus, caller: Unlocker) -> Response:
+    reply = await bus.request(
+        "sms.task.unlock", _ref(task_id), domain_id=caller.domain_id, actor=caller.subject
+    )
+    return respond(reply)

@@ -1,0 +1,256 @@
+"""The task-lock service's handlers.
+
+Starting a task takes four steps, each idempotent and keyed by the message, so
+that a crash between any two is finished by the redelivery of the same message:
+(1) take the target lock, (2) move the source server (the registry applies it),
+(3) write the task's new state with its events and the agent's command in the
+outbox, (4) the relay publishes them. A refusal at (2) gives the lock back.
+"""
+
+from __future__ import annotations
+
+from shared.aggregates import Decision, apply
+from shared.bus import Requester
+from shared.consumer import Handler, PermanentError
+from shared.contracts.lifecycle import ActionCause, TaskClaim, TransitionRequest
+from shared.contracts.tasks import (
+    ListTasks,
+    LockView,
+    TaskActionCommand,
+    TaskBody,
+    TaskRef,
+    UnlockReason,
+)
+from shared.envelope import Event, Incoming, Reply, derived_id, utcnow
+from shared.errors import SmsCode
+from shared.failpoints import failpoint
+from shared.store import Document, Query, Store
+
+from . import locks, tasks
+
+
+def _tenant(incoming: Incoming) -> str:
+    if not incoming.domain_id:
+        raise PermanentError("the domain_id header is missing")
+    return incoming.domain_id
+
+
+class TaskLockHandlers:
+    def __init__(self, store: Store, requester: Requester) -> None:
+        self.store = store
+        self.requester = requester
+
+    def routes(self) -> dict[str, Handler]:
+        return {
+            "sms.task.create": self.create,
+            "sms.task.action": self.action,
+            "sms.task.unlock": self.unlock,
+            "sms.task.delete": self.delete,
+            "sms.task.get": self.get,
+            "sms.task.list": self.list,
+            "source.state_changed": self.source_state_changed,
+        }
+
+    async def _registry(self, key: str, body: bytes, domain_id: str, message_id: str) -> Reply:
+        return await self.requester.request(key, body, domain_id=domain_id, message_id=message_id)
+
+    async def _task(self, task_id: str, domain_id: str) -> Document | None:
+        return tasks.visible(await self.store.get(tasks.COLLECTION, task_id), domain_id)
+
+    async def create(self, incoming: Incoming) -> Reply:
+        domain_id = _tenant(incoming)
+        body = TaskBody.model_validate_json(incoming.body)
+        task_id = derived_id(incoming.message_id, "task")
+        claim = TaskClaim(server_id=body.source_server.id, task_id=task_id)
+        claimed = await self._registry(
+            "sms.source.claim",
+            claim.model_dump_json().encode(),
+            domain_id,
+            derived_id(incoming.message_id, "claim"),
+        )
+        if claimed.status != 200:
+            return claimed
+        now = utcnow()
+        return await apply(
+            self.store,
+            tasks.COLLECTION,
+            incoming.message_id,
+            lambda: self.store.get(tasks.COLLECTION, task_id),
+            lambda current: tasks.create(current, task_id, body, domain_id, now),
+        )
+
+    async def action(self, incoming: Incoming) -> Reply:
+        domain_id = _tenant(incoming)
+        command = TaskActionCommand.model_validate_json(incoming.body)
+        task = await self._task(command.task_id, domain_id)
+        if task is None:
+            return tasks.not_found(command.task_id).reply
+        step = tasks.plan(command.operation, task.data["state"])
+        if isinstance(step, tasks.Refused):
+            code = (
+                SmsCode.OPERATION_UNSUPPORTED if step.unsupported else SmsCode.TASK_STATE_CONFLICT
+            )
+            return tasks.reject(code, f"Migration task {task.id}: {step.reason}.").reply
+        vm_id = task.data["target_server"]["vm_id"]
+        lock_key = locks.lock_id(domain_id, vm_id)
+        if step.acquires_lock:
+            taken = await apply(
+                self.store,
+                locks.COLLECTION,
+                derived_id(incoming.message_id, "lock"),
+                lambda: self.store.get(locks.COLLECTION, lock_key),
+                lambda current: locks.acquire(current, domain_id, vm_id, task.id, utcnow()),
+            )
+            if taken.status != 200:
+                return taken
+            lock = LockView.model_validate(taken.body)
+            failpoint("lock_taken")
+        else:
+            lock_doc = await self.store.get(locks.COLLECTION, lock_key)
+            lock = locks.view(lock_doc, vm_id)
+            if locks.holder(lock_doc) != task.id:
+                return tasks.reject(
+                    SmsCode.TASK_FENCED,
+                    f"Migration task {task.id} no longer holds the lock on target server {vm_id}.",
+                ).reply
+        transition = TransitionRequest(
+            server_id=task.data["source_server_id"],
+            cause=ActionCause(operation=command.operation, task_id=task.id),
+        )
+        moved = await self._registry(
+            "sms.source.transition",
+            transition.model_dump_json().encode(),
+            domain_id,
+            derived_id(incoming.message_id, "transition"),
+        )
+        if moved.status != 200:
+            if step.acquires_lock:
+                await self._release(task, "task_failed", derived_id(incoming.message_id, "undo"))
+            return moved
+        failpoint("source_moved")
+        reply = await apply(
+            self.store,
+            tasks.COLLECTION,
+            incoming.message_id,
+            lambda: self._task(task.id, domain_id),
+            lambda current: (
+                tasks.apply_action(current, command.operation, step, lock, utcnow())
+                if current is not None and current.data["state"] == task.data["state"]
+                else tasks.reject(
+                    SmsCode.TASK_STATE_CONFLICT, f"Migration task {task.id} changed meanwhile."
+                )
+            ),
+        )
+        failpoint("task_written")
+        return reply
+
+    async def _release(self, task: Document, reason: UnlockReason, message_id: str) -> Reply:
+        vm_id = task.data["target_server"]["vm_id"]
+        key = locks.lock_id(task.domain_id, vm_id)
+        return await apply(
+            self.store,
+            locks.COLLECTION,
+            message_id,
+            lambda: self.store.get(locks.COLLECTION, key),
+            lambda current: locks.release(current, vm_id, task.id, reason, utcnow()),
+        )
+
+    async def unlock(self, incoming: Incoming) -> Reply:
+        domain_id = _tenant(incoming)
+        ref = TaskRef.model_validate_json(incoming.body)
+        task = await self._task(ref.task_id, domain_id)
+        if task is None:
+            return tasks.not_found(ref.task_id).reply
+        await self._release(task, "explicit_unlock", incoming.message_id)
+        return Reply(status=200, body={})
+
+    async def delete(self, incoming: Incoming) -> Reply:
+        domain_id = _tenant(incoming)
+        ref = TaskRef.model_validate_json(incoming.body)
+        task = await self._task(ref.task_id, domain_id)
+        if task is None:
+            prior = await self.store.get(tasks.COLLECTION, ref.task_id)
+            if prior is not None and (reply := prior.reply_to(incoming.message_id)) is not None:
+                return Reply.model_validate(reply)
+            return tasks.not_found(ref.task_id).reply
+        if not tasks.may_delete(task.data["state"]):
+            return tasks.delete(task, task.id, domain_id).reply
+        await self._release(task, "task_deleted", derived_id(incoming.message_id, "unlock"))
+        claim = TaskClaim(server_id=task.data["source_server_id"], task_id=task.id)
+        await self._registry(
+            "sms.source.release",
+            claim.model_dump_json().encode(),
+            domain_id,
+            derived_id(incoming.message_id, "release"),
+        )
+        return await apply(
+            self.store,
+            tasks.COLLECTION,
+            incoming.message_id,
+            lambda: self.store.get(tasks.COLLECTION, task.id),
+            lambda current: tasks.delete(current, task.id, domain_id),
+        )
+
+    async def get(self, incoming: Incoming) -> Reply:
+        domain_id = _tenant(incoming)
+        ref = TaskRef.model_validate_json(incoming.body)
+        task = await self._task(ref.task_id, domain_id)
+        if task is None:
+            return tasks.not_found(ref.task_id).reply
+        return Reply(status=200, body=tasks.view(task))
+
+    async def list(self, incoming: Incoming) -> Reply:
+        domain_id = _tenant(incoming)
+        query = ListTasks.model_validate_json(incoming.body)
+        equals = {
+            k: v
+            for k, v in (("state", query.state), ("source_server_id", query.source_server_id))
+            if v is not None
+        }
+        page = await self.store.find(
+            tasks.COLLECTION,
+            Query(
+                domain_id=domain_id,
+                equals=equals,
+                contains={"name": query.name} if query.name else {},
+                limit=query.limit,
+                offset=query.offset,
+            ),
+        )
+        return Reply(
+            status=200, body={"count": page.total, "tasks": [tasks.view(d) for d in page.items]}
+        )
+
+    async def source_state_changed(self, incoming: Incoming) -> None:
+        """Follows the source server: its new state may finish, abort or fail the task."""
+        event = Event.model_validate_json(incoming.body)
+        server_id, to = event.data["server_id"], event.data["to"]
+        page = await self.store.find(
+            tasks.COLLECTION,
+            Query(domain_id=event.domain_id, equals={"source_server_id": server_id}, limit=100),
+        )
+        for task in page.items:
+            if tasks.follow_source(to, task.data["state"]) is not None:
+                await self._follow(task, to, incoming.message_id)
+
+    async def _follow(self, task: Document, source_state: str, message_id: str) -> None:
+        def decide(current: Document | None) -> Decision:
+            step = (
+                None
+                if current is None
+                else tasks.follow_source(source_state, current.data["state"])
+            )
+            if current is None or step is None:
+                return Decision(reply=Reply(status=200, body={}))
+            return tasks.apply_source_state(current, step, source_state, utcnow())
+
+        await apply(
+            self.store,
+            tasks.COLLECTION,
+            message_id,
+            lambda: self._task(task.id, task.domain_id),
+            decide,
+        )
+        step = tasks.follow_source(source_state, task.data["state"])
+        if step is not None and step.releases is not None:
+            await self._release(task, step.releases, derived_id(message_id, task.id))

@@ -1,0 +1,81 @@
+"""Target-server locks, pure. One lock document per target server (per domain): the
+store's compare-and-set on its version makes at most one task the holder, and its
+fencing token grows by one with every new holder, so a task that lost the lock can
+be told apart from the one that holds it now."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from shared.aggregates import Decision, NewEvent
+from shared.contracts.tasks import LockView, TargetLocked, TargetUnlocked, UnlockReason
+from shared.envelope import Reply
+from shared.errors import ApiError, SmsCode
+from shared.store import Document
+
+COLLECTION = "locks"
+
+
+def lock_id(domain_id: str, vm_id: str) -> str:
+    return f"{domain_id}:{vm_id}"
+
+
+def view(doc: Document | None, vm_id: str) -> LockView:
+    if doc is None:
+        return LockView(vm_id=vm_id, held=False, fencing_token=0)
+    return LockView(
+        vm_id=vm_id,
+        held=doc.data.get("holder") is not None,
+        fencing_token=doc.data.get("fencing_token", 0),
+        locked_at=doc.data.get("locked_at"),
+    )
+
+
+def holder(doc: Document | None) -> str | None:
+    return None if doc is None else doc.data.get("holder")
+
+
+def acquire(
+    current: Document | None, domain_id: str, vm_id: str, task_id: str, now: datetime
+) -> Decision:
+    if holder(current) == task_id:
+        assert current is not None
+        return Decision(reply=Reply(status=200, body=view(current, vm_id).model_dump()))
+    if (other := holder(current)) is not None:
+        error = ApiError(
+            SmsCode.TARGET_LOCKED,
+            f"Target server {vm_id} is locked by migration task {other}.",
+            [other],
+        )
+        return Decision(reply=Reply(status=error.status, body=error.body()))
+    token = (current.data.get("fencing_token", 0) if current else 0) + 1
+    data = {
+        "vm_id": vm_id,
+        "holder": task_id,
+        "fencing_token": token,
+        "locked_at": now.astimezone(UTC).isoformat(),
+    }
+    base = current or Document(id=lock_id(domain_id, vm_id), domain_id=domain_id, data={})
+    doc = base.evolve(data=data)
+    locked = TargetLocked(task_id=task_id, vm_id=vm_id, fencing_token=token)
+    return Decision(
+        reply=Reply(status=200, body=view(doc, vm_id).model_dump()),
+        doc=doc,
+        events=(NewEvent("task.target_locked", locked.model_dump()),),
+    )
+
+
+def release(
+    current: Document | None, vm_id: str, task_id: str, reason: UnlockReason, now: datetime
+) -> Decision:
+    """Releases the lock if `task_id` holds it; otherwise changes nothing (idempotent)."""
+    if current is None or holder(current) != task_id:
+        return Decision(reply=Reply(status=200, body={}))
+    token = current.data.get("fencing_token", 0)
+    data = {**current.data, "holder": None, "released_at": now.astimezone(UTC).isoformat()}
+    unlocked = TargetUnlocked(task_id=task_id, vm_id=vm_id, fencing_token=token, reason=reason)
+    return Decision(
+        reply=Reply(status=200, body={}),
+        doc=current.evolve(data=data),
+        events=(NewEvent("task.target_unlocked", unlocked.model_dump()),),
+    )

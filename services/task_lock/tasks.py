@@ -1,0 +1,202 @@
+"""The migration task's state machine, pure.
+
+A task action moves the task (and, through the registry, its source server) and
+queues the matching command for the source server's agent. The source server's
+own state changes then finish what the action began: a stopped server aborts its
+task, a finished one completes it, an error fails it. Tasks that end release
+their target lock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.aggregates import Decision, NewCommand, NewEvent
+from shared.contracts.commands import EnqueueCommand
+from shared.contracts.lifecycle import CommandName
+from shared.contracts.tasks import LockView, TaskBody, TaskState, TaskStateChanged, UnlockReason
+from shared.envelope import Reply
+from shared.errors import ApiError, Code, SmsCode
+from shared.store import Document
+
+UNSUPPORTED = frozenset({"clone_test", "network_check", "skip", "clear", "migration_test"})
+# States in which a task owns its target server's lock.
+HOLDS_LOCK: frozenset[TaskState] = frozenset({"RUNNING", "SYNCING", "ABORTING"})
+
+
+@dataclass(frozen=True)
+class ActionStep:
+    to: TaskState
+    command: CommandName  # the agent command to queue
+    acquires_lock: bool = False
+
+
+@dataclass(frozen=True)
+class Refused:
+    reason: str
+    unsupported: bool = False
+
+
+ACTIONS: dict[tuple[str, TaskState], ActionStep] = {
+    ("start", "READY"): ActionStep("RUNNING", "START", acquires_lock=True),
+    ("start", "ABORT"): ActionStep("RUNNING", "START", acquires_lock=True),
+    ("start", "MIGRATE_FAIL"): ActionStep("RUNNING", "START", acquires_lock=True),
+    ("restart", "ABORT"): ActionStep("RUNNING", "START", acquires_lock=True),
+    ("restart", "MIGRATE_FAIL"): ActionStep("RUNNING", "START", acquires_lock=True),
+    ("stop", "RUNNING"): ActionStep("ABORTING", "STOP"),
+    ("stop", "SYNCING"): ActionStep("ABORTING", "STOP"),
+    ("test", "SYNCING"): ActionStep("SYNCING", "SYNC"),
+    ("cutover", "SYNCING"): ActionStep("SYNCING", "SYNC"),
+}
+
+
+@dataclass(frozen=True)
+class SourceStep:
+    to: TaskState
+    releases: UnlockReason | None = None
+
+
+# (the source server's new state, the task's state) -> the task's step
+SOURCE_STATES: dict[tuple[str, TaskState], SourceStep] = {
+    ("syncing", "RUNNING"): SourceStep("SYNCING"),
+    ("stopped", "ABORTING"): SourceStep("ABORT", "task_aborted"),
+    ("finished", "RUNNING"): SourceStep("MIGRATE_SUCCESS", "task_finished"),
+    ("finished", "SYNCING"): SourceStep("MIGRATE_SUCCESS", "task_finished"),
+    ("error", "RUNNING"): SourceStep("MIGRATE_FAIL", "task_failed"),
+    ("error", "SYNCING"): SourceStep("MIGRATE_FAIL", "task_failed"),
+    ("error", "ABORTING"): SourceStep("MIGRATE_FAIL", "task_failed"),
+}
+
+
+def plan(operation: str, state: TaskState) -> ActionStep | Refused:
+    if operation in UNSUPPORTED:
+        return Refused(f"operation {operation} is not supported by Rehost", unsupported=True)
+    step = ACTIONS.get((operation, state))
+    return step or Refused(f"operation {operation} is not allowed for a task in state {state}")
+
+
+def follow_source(source_state: str, state: TaskState) -> SourceStep | None:
+    """The task's step when its source server reaches `source_state`; None: no change."""
+    return SOURCE_STATES.get((source_state, state))
+
+
+def may_delete(state: TaskState) -> bool:
+    return state not in HOLDS_LOCK
+
+
+COLLECTION = "tasks"
+
+
+def visible(doc: Document | None, domain_id: str) -> Document | None:
+    if doc is None or doc.deleted or doc.domain_id != domain_id:
+        return None
+    return doc
+
+
+def view(doc: Document, version: int | None = None) -> dict[str, Any]:
+    return {**doc.data, "id": doc.id, "version": doc.version if version is None else version}
+
+
+def reject(code: Code, message: str, params: list[str] | None = None) -> Decision:
+    error = ApiError(code, message, params or [])
+    return Decision(reply=Reply(status=error.status, body=error.body()))
+
+
+def not_found(task_id: str) -> Decision:
+    return reject(SmsCode.TASK_NOT_FOUND, f"Migration task {task_id} does not exist.")
+
+
+def create(
+    current: Document | None, task_id: str, body: TaskBody, domain_id: str, now: datetime
+) -> Decision:
+    if current is not None:  # created by an earlier delivery of this very message
+        return Decision(reply=Reply(status=200, body={"id": current.id}))
+    stamp = now.astimezone(UTC).isoformat()
+    data = {
+        **body.model_dump(mode="json", exclude_none=True),
+        "source_server_id": body.source_server.id,
+        "state": "READY",
+        "create_date": stamp,
+        "updated_at": stamp,
+        "lock": {"vm_id": body.target_server.vm_id, "held": False, "fencing_token": 0},
+    }
+    doc = Document(id=task_id, domain_id=domain_id, data=data, created_at=now.timestamp())
+    return Decision(
+        reply=Reply(status=200, body={"id": task_id}),
+        doc=doc,
+        events=(NewEvent("task.created", {"task": view(doc, 1)}),),
+    )
+
+
+def _moved(
+    current: Document,
+    to: TaskState,
+    cause: str,
+    now: datetime,
+    lock: LockView,
+) -> tuple[Document, tuple[NewEvent, ...]]:
+    state = current.data["state"]
+    data = {**current.data, "state": to, "updated_at": now.astimezone(UTC).isoformat()}
+    data["lock"] = lock.model_dump()
+    doc = current.evolve(data=data)
+    if to == state:
+        return doc, ()
+    changed = TaskStateChanged.model_validate(
+        {
+            "task_id": current.id,
+            "from": state,
+            "to": to,
+            "cause": cause,
+            "version": current.version + 1,
+        }
+    )
+    return doc, (NewEvent("task.state_changed", changed.model_dump(mode="json", by_alias=True)),)
+
+
+def apply_action(
+    current: Document, operation: str, step: ActionStep, lock: LockView, now: datetime
+) -> Decision:
+    """The task takes `step`; the agent's command goes out through the outbox with it."""
+    doc, events = _moved(current, step.to, f"operation {operation}", now, lock)
+    command = EnqueueCommand(
+        server_id=current.data["source_server_id"],
+        command_name=step.command,
+        command_param={"task_id": current.id, "fencing_token": lock.fencing_token},
+        task_id=current.id,
+        fencing_token=lock.fencing_token,
+    )
+    return Decision(
+        reply=Reply(status=200, body={}),
+        doc=doc,
+        events=events,
+        commands=(NewCommand("sms.command.enqueue", command.model_dump(mode="json")),),
+    )
+
+
+def apply_source_state(
+    current: Document, step: SourceStep, source_state: str, now: datetime
+) -> Decision:
+    lock = LockView.model_validate(current.data["lock"])
+    if step.releases is not None:
+        lock = lock.model_copy(update={"held": False})
+    doc, events = _moved(current, step.to, f"source server {source_state}", now, lock)
+    return Decision(reply=Reply(status=200, body={}), doc=doc, events=events)
+
+
+def delete(current: Document | None, task_id: str, domain_id: str) -> Decision:
+    existing = visible(current, domain_id)
+    if existing is None:
+        return not_found(task_id)
+    state = existing.data["state"]
+    if not may_delete(state):
+        return reject(
+            SmsCode.TASK_STATE_CONFLICT,
+            f"Migration task {task_id} is {state}; stop it before deleting it.",
+        )
+    return Decision(
+        reply=Reply(status=204, body=None),
+        doc=existing.evolve(deleted=True),
+        events=(NewEvent("task.deleted", {"task_id": task_id}),),
+    )

@@ -1,0 +1,98 @@
+"""Agent commands and their results (SMS ShowCommand / UpdateCommandResult)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.contracts.lifecycle import CommandName, CommandResult
+from shared.contracts.sources import MigrationCycle, SourceState
+
+MAX_RESULT_DETAIL = 65_535
+ServerId = Annotated[str, Field(min_length=1, max_length=36)]
+
+
+class CommandResultBody(BaseModel):
+    """`POST /v3/sources/{server_id}/command_result`, as `seeds/sms-update-command-result.txt`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    command_name: CommandName = Field(
+        description="START, STOP, DELETE, SYNC, UPLOAD_LOG or RSET_LOG_ACL"
+    )
+    result: CommandResult = Field(description="success or fail")
+    result_detail: dict[str, Any] = Field(
+        description=(
+            "The result in JSON: an object (the page's HTTP example) or a JSON-encoded object "
+            f"string (the page's SDK samples); at most {MAX_RESULT_DETAIL} characters as JSON"
+        ),
+        json_schema_extra={"anyOf": [{"type": "object"}, {"type": "string"}]},
+    )
+
+    @field_validator("result_detail", mode="before")
+    @classmethod
+    def _object_or_json_string(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if len(value) > MAX_RESULT_DETAIL:
+                raise ValueError(f"result_detail is longer than {MAX_RESULT_DETAIL} characters")
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise ValueError("result_detail is a string but not JSON") from exc
+        if not isinstance(value, dict):
+            raise ValueError("result_detail must be a JSON object or a JSON-encoded object string")
+        if len(json.dumps(value)) > MAX_RESULT_DETAIL:
+            raise ValueError(f"result_detail is longer than {MAX_RESULT_DETAIL} characters as JSON")
+        return value
+
+
+class ReportResult(CommandResultBody):
+    """`sms.command.report_result`."""
+
+    server_id: ServerId
+
+
+class AgentCommand(BaseModel):
+    """`GET /v3/sources/{server_id}/command`: the next command, or an empty one."""
+
+    command_name: str = Field(description='START, STOP, SYNC, DELETE, …; "" when there is none')
+    command_param: dict[str, Any] | None = None
+
+
+class EnqueueCommand(BaseModel):
+    """`sms.command.enqueue`: queue a command for the agent of a source server."""
+
+    server_id: ServerId
+    command_name: CommandName
+    command_param: dict[str, Any] = Field(default_factory=dict)
+    task_id: str | None = None
+    fencing_token: int | None = None
+
+
+class ServerCommandsQuery(BaseModel):
+    """`sms.command.next` and `sms.command.results`."""
+
+    server_id: ServerId
+    limit: Annotated[int, Field(ge=1, le=100)] = 50
+    offset: Annotated[int, Field(ge=0)] = 0
+
+
+class CommandResultView(BaseModel):
+    id: str
+    server_id: str
+    command_name: CommandName
+    result: CommandResult
+    result_detail: dict[str, Any]
+    received_at: str
+    trace_id: str
+    accepted: bool = Field(description="false when the lifecycle refused the transition")
+    refusal: str | None = None
+    state: SourceState | None = Field(default=None, description="the server's state after it")
+    migration_cycle: MigrationCycle | None = None
+
+
+class CommandResultList(BaseModel):
+    count: int
+    command_results: list[CommandResultView]
