@@ -156,7 +156,8 @@ def delete(current: Document | None, server_id: str, domain_id: str, now: dateti
     if task_id := existing.data.get("task_id"):
         return reject(
             SmsCode.SOURCE_HAS_TASK,
-            f"Source server {server_id} belongs to migration task {task_id}; delete the task first.",
+            f"Source server {server_id} belongs to migration task {task_id}; "
+            "delete the task first.",
         )
     # A tombstone, not a removal: it keeps the duplicate guard, and frees the identity.
     data = {**existing.data, "updated_at": now.astimezone(UTC).isoformat()}
