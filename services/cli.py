@@ -122,5 +122,13 @@ def schemas() -> None:
     typer.echo(json.dumps(json_schemas(), indent=2))
 
 
+@app.command()
+def lifecycle() -> None:
+    """Print the source server lifecycle table as a Mermaid state diagram."""
+    from services.registry.lifecycle import mermaid
+
+    typer.echo(mermaid())
+
+
 if __name__ == "__main__":
     app()

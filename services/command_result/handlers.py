@@ -4,7 +4,8 @@ A reported result is applied in three idempotent steps, each keyed by an id deri
 from the message, so a redelivery after a crash between them finishes the work
 without doing any step twice: (1) the registry applies the lifecycle transition
 (it is the one writer of the source server), (2) the result is recorded with the
-registry's outcome, (3) the command it answers leaves the server's queue.
+registry's outcome, (3) the command it answers leaves the server's queue (even when the
+registry refused the transition: the agent has answered it).
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ class CommandResultHandlers:
                 current, result_id, report, domain_id, outcome, now=now, trace_id=trace_id
             ),
         )
-        if recorded.status != 200:
-            return recorded
+        # Answered is answered: even a result the lifecycle refused ends the pending command,
+        # or the agent would be handed it forever.
         await apply(
             self.store,
             channels.COLLECTION,
@@ -84,7 +85,7 @@ class CommandResultHandlers:
             lambda: self.store.get(channels.COLLECTION, report.server_id),
             lambda current: channels.settle(current, report.command_name),
         )
-        return Reply(status=200, body={})
+        return Reply(status=200, body={}) if recorded.status == 200 else recorded
 
     async def enqueue(self, incoming: Incoming) -> Reply:
         domain_id = _tenant(incoming)

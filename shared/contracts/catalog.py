@@ -6,6 +6,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from shared.contracts.commands import (
+    CommandResultView,
+    EnqueueCommand,
+    ReportResult,
+    ServerCommandsQuery,
+)
+from shared.contracts.lifecycle import SourceStateChanged, TaskClaim, TransitionRequest
 from shared.contracts.sources import (
     ListSources,
     SourceDeleted,
@@ -14,19 +21,62 @@ from shared.contracts.sources import (
     SourceServerRef,
     SourceUpdated,
 )
+from shared.contracts.tasks import (
+    ListTasks,
+    TargetLocked,
+    TargetUnlocked,
+    TaskActionCommand,
+    TaskBody,
+    TaskRef,
+    TaskStateChanged,
+)
 from shared.envelope import Event, Reply
+
+
+class TaskCreated(BaseModel):
+    task: dict[str, Any]
+
+
+class TaskDeleted(BaseModel):
+    task_id: str
+
+
+class ResultRecorded(BaseModel):
+    result: CommandResultView
+
 
 COMMANDS: dict[str, type[BaseModel]] = {
     "sms.source.register": SourceServerBody,
     "sms.source.delete": SourceServerRef,
     "sms.source.get": SourceServerRef,
     "sms.source.list": ListSources,
+    "sms.source.transition": TransitionRequest,
+    "sms.source.claim": TaskClaim,
+    "sms.source.release": TaskClaim,
+    "sms.command.report_result": ReportResult,
+    "sms.command.enqueue": EnqueueCommand,
+    "sms.command.next": ServerCommandsQuery,
+    "sms.command.results": ServerCommandsQuery,
+    "sms.task.create": TaskBody,
+    "sms.task.action": TaskActionCommand,
+    "sms.task.unlock": TaskRef,
+    "sms.task.get": TaskRef,
+    "sms.task.delete": TaskRef,
+    "sms.task.list": ListTasks,
 }
 
 EVENTS: dict[str, type[BaseModel]] = {
     "source.registered": SourceRegistered,
     "source.updated": SourceUpdated,
     "source.deleted": SourceDeleted,
+    "source.state_changed": SourceStateChanged,
+    "command.queued": EnqueueCommand,
+    "command.result_recorded": ResultRecorded,
+    "task.created": TaskCreated,
+    "task.state_changed": TaskStateChanged,
+    "task.target_locked": TargetLocked,
+    "task.target_unlocked": TargetUnlocked,
+    "task.deleted": TaskDeleted,
 }
 
 
