@@ -81,7 +81,11 @@ class System:
     processes: dict[str, Process] = field(default_factory=dict)
 
     def add(
-        self, name: str, health_port_var: str | None, extra: dict[str, str] | None = None
+        self,
+        command: str,
+        health_port_var: str | None,
+        extra: dict[str, str] | None = None,
+        name: str | None = None,
     ) -> Process:
         port = free_port()
         env = {**self.base_env, **(extra or {})}
@@ -91,7 +95,8 @@ class System:
         else:
             env[health_port_var] = str(port)
             url = f"http://127.0.0.1:{port}/readyz"
-        process = Process(name, env, self.workdir / f"{name}.log", url)
+        name = name or command
+        process = Process(command, env, self.workdir / f"{name}.log", url)
         self.processes[name] = process
         return process
 
