@@ -21,11 +21,13 @@ PROCESSES = {
     "registry": "registry",
     "command-result": "command-result",
     "task-lock": "task-lock",
+    "script-executor": "script-executor",
 }
 SERVICES = {
     "registry": "services.registry.main:REGISTRY",
     "command-result": "services.command_result.main:COMMAND_RESULT",
     "task-lock": "services.task_lock.main:TASK_LOCK",
+    "script-executor": "services.script_executor.main:SCRIPT_EXECUTOR",
 }
 
 
@@ -34,13 +36,17 @@ def _run_service(name: str) -> None:
 
     module, attr = SERVICES[name].split(":")
     definition = getattr(__import__(module, fromlist=[attr]), attr)
+    _install_uvloop()
+    asyncio.run(run_service(definition, get_settings()))
+
+
+def _install_uvloop() -> None:
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
         pass
-    asyncio.run(run_service(definition, get_settings()))
 
 
 @app.command()
@@ -79,6 +85,25 @@ def command_result() -> None:
 def task_lock() -> None:
     """Run the task-lock service (migration tasks and target-server locks)."""
     _run_service("task-lock")
+
+
+@app.command("script-executor")
+def script_executor() -> None:
+    """Run the script-executor service (scripts on fleets, guest-VM commands)."""
+    _run_service("script-executor")
+
+
+@app.command()
+def agent(
+    agent_sn: Annotated[str, typer.Option("--agent-sn", help="this agent's serial number")],
+    vm_uuid: Annotated[str | None, typer.Option("--vm-uuid", help="the guest VM it serves")] = None,
+    vm_name: Annotated[str | None, typer.Option("--vm-name", help="the VM's name")] = None,
+) -> None:
+    """Run the agent of one managed host or guest VM."""
+    from services.agent.main import run_agent
+
+    # The plain asyncio loop: uvloop's subprocesses cannot switch to another user.
+    asyncio.run(run_agent(get_settings(), agent_sn, vm_uuid, vm_name))
 
 
 @app.command()

@@ -17,6 +17,7 @@ from typing import Any
 from shared.envelope import Event, Reply, new_id, utcnow
 from shared.store import AppliedMessage, Change, Conflict, Document, DuplicateKey, Store
 from shared.telemetry import inject_headers
+from shared.topology import COMMANDS
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class NewCommand:
 
     routing_key: str
     body: dict[str, Any]
+    exchange: str = COMMANDS
+    expiration: float | None = None  # seconds; a command nobody took by then is dropped
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ def _command_entry(doc: Document, command: NewCommand) -> dict[str, Any]:
     return {
         "event_id": new_id(),
         "command": command.routing_key,
+        "exchange": command.exchange,
+        "expiration": command.expiration,
         "domain_id": doc.domain_id,
         "body": command.body,
         "trace": inject_headers({}),

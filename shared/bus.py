@@ -48,13 +48,18 @@ class Bus:
         self.channel: AbstractChannel | None = None
 
     async def connect(self, timeout: float = 10.0) -> None:
+        await self.connect_plain(timeout)
+        assert self.channel is not None
+        await declare_exchanges(self.channel)
+
+    async def connect_plain(self, timeout: float = 10.0) -> None:
+        """Connects without declaring anything: for agents, whose account may not."""
         self.connection = await aio_pika.connect_robust(
             self.url,
             timeout=timeout,
             client_properties={"connection_name": self.name},
         )
         self.channel = await self.connection.channel(publisher_confirms=True)
-        await declare_exchanges(self.channel)
 
     @property
     def ready(self) -> bool:
@@ -150,17 +155,19 @@ class Requester:
         domain_id: str,
         actor: str = "",
         message_id: str | None = None,
+        timeout: float | None = None,
     ) -> Reply:
+        timeout = timeout or self.timeout
         if len(self._pending) >= self.max_in_flight:
             raise Overloaded("too many requests in flight")
         correlation_id = new_id()
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = future
         # Epoch milliseconds as an integer: AMQP tables would carry a float as 32 bits.
-        deadline_ms = int((time.time() + self.timeout) * 1000)
+        deadline_ms = int((time.time() + timeout) * 1000)
         headers: dict[str, Any] = {"actor": actor, H_DEADLINE: deadline_ms}
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(timeout):
                 message = build_message(
                     body,
                     routing_key,
@@ -171,10 +178,10 @@ class Requester:
                     headers=headers,
                 )
                 await self.bus.publish(
-                    COMMANDS, message, routing_key, timeout=self.timeout, channel=self._channel
+                    COMMANDS, message, routing_key, timeout=timeout, channel=self._channel
                 )
                 return await future
         except TimeoutError as exc:
-            raise Unavailable(f"no reply to {routing_key} within {self.timeout}s") from exc
+            raise Unavailable(f"no reply to {routing_key} within {timeout}s") from exc
         finally:
             self._pending.pop(correlation_id, None)

@@ -32,6 +32,17 @@ class Settings(BaseSettings):
     prefetch: int = 64
     delivery_limit: int = 5
     outbox_interval: float = Field(default=1.0, description="seconds between outbox sweeps")
+    script_executor_health_port: int = 8104
+    agent_amqp_url: str = Field(default="", description="the agent's own account; empty: amqp_url")
+    agent_domain: str = Field(default="default", description="the tenant this agent serves")
+    agent_heartbeat: float = Field(default=5.0, description="seconds between agent heartbeats")
+    agent_parallel: int = Field(default=4, description="runs an agent executes at once")
+    agent_offline_after: float = Field(
+        default=15.0, description="seconds without a heartbeat before an agent counts as offline"
+    )
+    run_grace: float = Field(
+        default=10.0, description="seconds past a run's timeout before its host is marked TIMEOUT"
+    )
     log_format: str = Field(default="auto", description="json, console or auto (console on a tty)")
     log_level: str = "INFO"
 

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from shared.bus import H_DEADLINE, Bus, Unavailable
 from shared.envelope import H_REASON, SCHEMA_VERSION, Incoming, Reply, build_message, decode
-from shared.errors import ApiError
+from shared.errors import ApiError, Family, SmsCode
 from shared.store import StoreUnavailable
 from shared.telemetry import extract_context, tracer
 from shared.topology import DLX, ServiceQueue, declare_service_queue
@@ -52,6 +52,7 @@ class Consumer:
         delivery_limit: int,
         queries: frozenset[str] = frozenset(),
         after_commit: Callable[[], None] = lambda: None,
+        family: Family = Family.SMS,
     ) -> None:
         self.bus = bus
         self.queue = queue
@@ -60,6 +61,7 @@ class Consumer:
         self.delivery_limit = delivery_limit
         self.queries = queries
         self.after_commit = after_commit
+        self.family = family
         self.store_ok = True
         self._channel: AbstractChannel | None = None
         self._tag: str | None = None
@@ -131,10 +133,19 @@ class Consumer:
     def _handler_for(self, incoming: Incoming) -> Handler:
         if incoming.schema_version != SCHEMA_VERSION:
             raise PermanentError(f"unsupported schema_version {incoming.schema_version}")
-        handler = self.handlers.get(incoming.routing_key)
+        handler = self.handlers.get(incoming.routing_key) or self._by_pattern(incoming.routing_key)
         if handler is None:
             raise PermanentError(f"unknown routing key {incoming.routing_key!r}")
         return handler
+
+    def _by_pattern(self, routing_key: str) -> Handler | None:
+        words = routing_key.split(".")
+        for pattern, handler in self.handlers.items():
+            parts = pattern.split(".")
+            matches = "*" in parts and len(parts) == len(words)
+            if matches and all(p in ("*", w) for p, w in zip(parts, words, strict=True)):
+                return handler
+        return None
 
     def _expired_query(self, incoming: Incoming) -> bool:
         # Nobody waits for the answer to a query past its deadline; a command is
@@ -199,7 +210,7 @@ class Consumer:
             await self._requeue(message)
             return
         if incoming.reply_to:
-            body = {"error_code": "SMS.1001", "error_msg": reason[:1000]}
+            error = ApiError(SmsCode.INVALID_PARAMETER, reason[:1000]).in_family(self.family)
             with contextlib.suppress(Unavailable):
-                await self.bus.reply(incoming, Reply(status=400, body=body))
+                await self.bus.reply(incoming, Reply(status=400, body=error.body()))
         await message.ack()

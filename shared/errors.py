@@ -51,12 +51,77 @@ class SmsCode:
     BUSY = Code("SMS.9504", 503, "Too many requests in flight; retry later")
 
 
-ALL_CODES: dict[Family, type] = {Family.SMS: SmsCode}
+class CocCode:
+    """Stable COC.xxxxxxxx codes (eight digits, as the seed's `COC.00040701`)."""
+
+    INVALID_PARAMETER = Code("COC.00040001", 400, "A request parameter is invalid")
+    MALFORMED_BODY = Code("COC.00040002", 400, "The request body is not valid JSON")
+    BODY_TOO_LARGE = Code("COC.00040003", 413, "The request body is too large")
+    ROUTE_NOT_FOUND = Code("COC.00040004", 404, "No such API")
+    METHOD_NOT_ALLOWED = Code("COC.00040005", 405, "Method not allowed on this API")
+    TOKEN_MISSING = Code("COC.00040101", 401, "The X-Auth-Token header is missing")
+    TOKEN_INVALID = Code("COC.00040102", 401, "The token is invalid")
+    TOKEN_EXPIRED = Code("COC.00040103", 401, "The token has expired")
+    FORBIDDEN = Code("COC.00040301", 403, "The current account does not have the permission")
+    SCRIPT_NOT_FOUND = Code("COC.00040401", 404, "The script does not exist")
+    EXECUTION_NOT_FOUND = Code("COC.00040402", 404, "The script execution does not exist")
+    BATCH_NOT_FOUND = Code("COC.00040403", 404, "The batch or instance does not exist")
+    EXECUTION_STATE_CONFLICT = Code(
+        "COC.00040901", 409, "The execution's state does not allow this"
+    )
+    INTERNAL = Code("COC.00050001", 500, "Internal error")
+    UNAVAILABLE = Code("COC.00050301", 503, "The service is temporarily unavailable; retry later")
+    BUSY = Code("COC.00050302", 503, "Too many requests in flight; retry later")
+
+
+class ZstackCode:
+    """ZStack-style codes (`SYS.1000`, `VM.1001`)."""
+
+    INVALID_PARAMETER = Code("SYS.1007", 400, "Invalid argument")
+    MALFORMED_BODY = Code("SYS.1008", 400, "The request body is not valid JSON")
+    BODY_TOO_LARGE = Code("SYS.1009", 413, "The request body is too large")
+    ROUTE_NOT_FOUND = Code("SYS.1010", 404, "No such API")
+    METHOD_NOT_ALLOWED = Code("SYS.1011", 405, "Method not allowed on this API")
+    TOKEN_MISSING = Code("ID.1001", 401, "The Authorization: OAuth header is missing")
+    TOKEN_INVALID = Code("ID.1002", 401, "The session is invalid")
+    TOKEN_EXPIRED = Code("ID.1003", 401, "The session has expired")
+    FORBIDDEN = Code("ID.1004", 403, "The session does not have the permission")
+    VM_NOT_FOUND = Code("SYS.1006", 404, "The VM instance does not exist or has no agent")
+    AGENT_OFFLINE = Code("VM.1001", 503, "The VM's agent is offline")
+    COMMAND_TIMEOUT = Code("VM.1002", 503, "The command did not finish within commandTimeout")
+    COMMAND_FAILED = Code("VM.1003", 200, "The command exited with a non-zero status")
+    INTERNAL = Code("SYS.1000", 500, "Internal error")
+    UNAVAILABLE = Code("SYS.1001", 503, "The service is temporarily unavailable; retry later")
+    BUSY = Code("SYS.1002", 503, "Too many requests in flight; retry later")
+
+
+ALL_CODES: dict[Family, type] = {
+    Family.SMS: SmsCode,
+    Family.COC: CocCode,
+    Family.ZSTACK: ZstackCode,
+}
 
 
 def codes_of(family: Family) -> list[Code]:
     holder = ALL_CODES[family]
     return [v for v in vars(holder).values() if isinstance(v, Code)]
+
+
+def family_of(code: Code) -> Family:
+    if code.code.startswith("SMS."):
+        return Family.SMS
+    if code.code.startswith("COC."):
+        return Family.COC
+    return Family.ZSTACK
+
+
+def equivalent(code: Code, family: Family) -> Code:
+    """The same kind of error in another family: SMS.1001 is COC.00040001 on a COC route."""
+    for name, value in vars(ALL_CODES[family_of(code)]).items():
+        if value == code:
+            found = getattr(ALL_CODES[family], name, code)
+            return found if isinstance(found, Code) else code
+    return code
 
 
 @dataclass
@@ -66,7 +131,6 @@ class ApiError(Exception):
     code: Code
     message: str = ""
     params: list[str] = field(default_factory=list)
-    family: Family = Family.SMS
 
     def __post_init__(self) -> None:
         super().__init__(self.message or self.code.title)
@@ -76,12 +140,24 @@ class ApiError(Exception):
         return self.code.status
 
     def body(self) -> dict[str, Any]:
-        return render(self.family, self.code, self.message or self.code.title, self.params)
+        return render(self.code, self.message or self.code.title, self.params)
+
+    def in_family(self, family: Family) -> ApiError:
+        return ApiError(equivalent(self.code, family), self.message, self.params)
 
 
-def render(family: Family, code: Code, message: str, params: list[str]) -> dict[str, Any]:
-    if family is Family.ZSTACK:
-        return {"error": {"code": code.code, "description": code.title, "details": message}}
+def render(code: Code, message: str, params: list[str]) -> dict[str, Any]:
+    if family_of(code) is Family.ZSTACK:
+        return {
+            "error": {
+                "code": code.code,
+                "description": code.title,
+                "details": message,
+                "elaboration": None,
+                "opaque": None,
+                "cause": None,
+            }
+        }
     body: dict[str, Any] = {"error_code": code.code, "error_msg": message}
     if code.status == 403:
         detail = params[0] if params else message

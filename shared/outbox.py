@@ -38,7 +38,9 @@ def _message(entry: dict[str, Any]) -> tuple[str, aio_pika.Message]:
             domain_id=str(entry["domain_id"]),
             message_id=str(entry["event_id"]),  # stable: the receiver dedupes a re-send
         )
-        return COMMANDS, message
+        if entry.get("expiration"):
+            message.expiration = float(entry["expiration"])
+        return str(entry.get("exchange", COMMANDS)), message
     return EVENTS, event_message(Event.model_validate(entry))
 
 

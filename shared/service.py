@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import structlog
 from aio_pika.exceptions import AMQPError
@@ -20,6 +21,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 from shared.bus import Bus, Requester, Unavailable
 from shared.config import Settings
 from shared.consumer import Consumer, Handler
+from shared.errors import Family
 from shared.health import HealthServer
 from shared.logs import configure_logging
 from shared.outbox import OutboxRelay
@@ -30,15 +32,25 @@ from shared.topology import ServiceQueue
 log = structlog.get_logger(__name__)
 
 
+class HandlerSet(Protocol):
+    """A service's handlers: one per routing key (topic patterns with `*` allowed)."""
+
+    def routes(self) -> dict[str, Handler]: ...
+
+
 @dataclass(frozen=True)
 class ServiceDefinition:
     name: str
     bindings: tuple[str, ...]
     collections: tuple[str, ...]
-    handlers: Callable[[Store, Requester], dict[str, Handler]]
+    handlers: Callable[[Store, Requester, Settings], HandlerSet]
     health_port: Callable[[Settings], int]
     queries: frozenset[str] = frozenset()
     event_bindings: tuple[str, ...] = ()
+    family: Family = Family.SMS
+    # Background work run every `period` seconds (timeouts, sweeps).
+    periodic: Callable[[Any], Awaitable[None]] | None = None
+    period: float = 1.0
 
 
 async def wait_until_up(what: str, attempt: Callable[[], object]) -> None:
@@ -67,15 +79,17 @@ async def run_service(definition: ServiceDefinition, settings: Settings) -> None
 
     requester = Requester(bus, settings.reply_timeout, settings.max_in_flight)
     await requester.start()
+    handlers = definition.handlers(store, requester, settings)
     relay = OutboxRelay(bus, store, list(definition.collections), settings.outbox_interval)
     consumer = Consumer(
         bus,
         ServiceQueue(definition.name, definition.bindings, definition.event_bindings),
-        definition.handlers(store, requester),
+        handlers.routes(),
         prefetch=settings.prefetch,
         delivery_limit=settings.delivery_limit,
         queries=definition.queries,
         after_commit=relay.wake,
+        family=definition.family,
     )
 
     async def readiness() -> dict[str, bool]:
@@ -90,6 +104,7 @@ async def run_service(definition: ServiceDefinition, settings: Settings) -> None
     await health.start()
     await consumer.start()
     relay.start()
+    ticker = _start_periodic(definition, handlers, relay)
     log.info("service.started", queue=consumer.queue.name)
 
     stop = asyncio.Event()
@@ -99,6 +114,8 @@ async def run_service(definition: ServiceDefinition, settings: Settings) -> None
     await stop.wait()
 
     log.info("service.stopping")
+    if ticker is not None:
+        ticker.cancel()
     await consumer.stop()
     try:
         await relay.flush()
@@ -109,3 +126,24 @@ async def run_service(definition: ServiceDefinition, settings: Settings) -> None
     await store.close()
     await health.stop()
     log.info("service.stopped")
+
+
+def _start_periodic(
+    definition: ServiceDefinition, handlers: HandlerSet, relay: OutboxRelay
+) -> asyncio.Task[None] | None:
+    work = definition.periodic
+    if work is None:
+        return None
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(definition.period)
+            try:
+                await work(handlers)
+                relay.wake()
+            except (Unavailable, StoreUnavailable) as exc:
+                log.warning("periodic.skipped", error=str(exc))
+            except Exception:
+                log.exception("periodic.crashed")
+
+    return asyncio.create_task(tick(), name=f"{definition.name}-periodic")

@@ -43,6 +43,10 @@ def base_env(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[st
         "REHOST_DELIVERY_LIMIT": "3",
         "REHOST_OUTBOX_INTERVAL": "0.5",
         "REHOST_LOG_FORMAT": "json",
+        "REHOST_AGENT_DOMAIN": "domain-a",
+        "REHOST_AGENT_HEARTBEAT": "1",
+        "REHOST_AGENT_OFFLINE_AFTER": "4",
+        "REHOST_RUN_GRACE": "3",
         "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
     }
 
@@ -53,6 +57,7 @@ def system(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
     system.add("registry", "REHOST_REGISTRY_HEALTH_PORT")
     system.add("command-result", "REHOST_COMMAND_RESULT_HEALTH_PORT")
     system.add("task-lock", "REHOST_TASK_LOCK_HEALTH_PORT")
+    system.add("script-executor", "REHOST_SCRIPT_EXECUTOR_HEALTH_PORT")
     system.add("gateway", None)
     try:
         for process in system.processes.values():

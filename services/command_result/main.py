@@ -11,7 +11,7 @@ COMMAND_RESULT = ServiceDefinition(
     name="command-result",
     bindings=("sms.command.*",),
     collections=(channels.COLLECTION, results.COLLECTION),
-    handlers=lambda store, requester: CommandResultHandlers(store, requester).routes(),
+    handlers=lambda store, requester, _settings: CommandResultHandlers(store, requester),
     health_port=lambda settings: settings.command_result_health_port,
     queries=frozenset({"sms.command.next", "sms.command.results"}),
 )

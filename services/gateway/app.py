@@ -14,7 +14,7 @@ from shared.logs import configure_logging
 from shared.service import wait_until_up
 from shared.telemetry import setup_tracing
 
-from . import commands, errors, sources, tasks
+from . import commands, errors, scripts, sources, tasks, zstack
 from .middleware import LimitBody, TraceRequests
 
 DESCRIPTION = """Rehost's HTTP API, wire-compatible with Huawei Cloud SMS (`/v3`),
@@ -47,6 +47,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sources.router)
     app.include_router(commands.router)
     app.include_router(tasks.router)
+    app.include_router(scripts.router)
+    app.include_router(zstack.router)
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process serves HTTP")
     async def healthz() -> dict[str, str]:

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from shared.bus import Overloaded, Unavailable
-from shared.errors import ApiError, Family, SmsCode, render
+from shared.errors import ApiError, Family, SmsCode
 
 
 def family_for(path: str) -> Family:
@@ -23,9 +23,9 @@ def family_for(path: str) -> Family:
 
 
 def error_response(request: Request, error: ApiError) -> JSONResponse:
-    family = family_for(request.url.path)
-    body = render(family, error.code, error.message or error.code.title, error.params)
-    return JSONResponse(status_code=error.status, content=body)
+    """Answers `error` in the shape of the route's API family."""
+    error = error.in_family(family_for(request.url.path))
+    return JSONResponse(status_code=error.status, content=error.body())
 
 
 def field_path(loc: Sequence[Any]) -> str:

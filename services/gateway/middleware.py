@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import ApiError, SmsCode, render
+from shared.errors import ApiError, SmsCode
 from shared.telemetry import extract_context, tracer
 
 from .errors import family_for
@@ -71,9 +70,8 @@ class LimitBody:
         return ApiError(SmsCode.BODY_TOO_LARGE, f"The request body exceeds {self.max_bytes} bytes.")
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
-        error = self._error()
-        body: Any = render(family_for(scope["path"]), error.code, error.message, [])
-        payload = json.dumps(body).encode()
+        error = self._error().in_family(family_for(scope["path"]))
+        payload = json.dumps(error.body()).encode()
         await send(
             {
                 "type": "http.response.start",

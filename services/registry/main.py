@@ -11,7 +11,7 @@ REGISTRY = ServiceDefinition(
     name="registry",
     bindings=("sms.source.*",),
     collections=(COLLECTION,),
-    handlers=lambda store, _requester: RegistryHandlers(store).routes(),
+    handlers=lambda store, _requester, _settings: RegistryHandlers(store),
     health_port=lambda settings: settings.registry_health_port,
     queries=frozenset({"sms.source.get", "sms.source.list"}),
 )

@@ -12,7 +12,7 @@ TASK_LOCK = ServiceDefinition(
     bindings=("sms.task.*",),
     event_bindings=("source.state_changed",),
     collections=(tasks.COLLECTION, locks.COLLECTION),
-    handlers=lambda store, requester: TaskLockHandlers(store, requester).routes(),
+    handlers=lambda store, requester, _settings: TaskLockHandlers(store, requester),
     health_port=lambda settings: settings.task_lock_health_port,
     queries=frozenset({"sms.task.get", "sms.task.list"}),
 )

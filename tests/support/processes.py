@@ -29,10 +29,12 @@ class Process:
     ready_url: str
     popen: subprocess.Popen[bytes] | None = None
 
+    args: tuple[str, ...] = ()
+
     def start(self, wait: float = 30.0) -> None:
         log = self.log_path.open("ab")
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", self.name],
+            [sys.executable, "-m", "services.cli", self.name, *self.args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -41,6 +43,8 @@ class Process:
         self.wait_ready(wait)
 
     def wait_ready(self, wait: float = 30.0) -> None:
+        if not self.ready_url:
+            return
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if self.popen is not None and self.popen.poll() is not None:
@@ -106,6 +110,23 @@ class System:
     @property
     def gateway_url(self) -> str:
         return self.processes["gateway"].ready_url.removesuffix("/readyz")
+
+    def add_agent(self, agent_sn: str, *args: str, extra: dict[str, str] | None = None) -> Process:
+        """An agent process; it has no health port, so `start()` does not wait for it."""
+        env = {**self.base_env, **(extra or {})}
+        process = Process("agent", env, self.workdir / f"agent-{agent_sn}.log", "")
+        process.args = ("--agent-sn", agent_sn, *args)
+        self.processes[f"agent-{agent_sn}"] = process
+        return process
+
+    def rss_peak_kb(self, name: str) -> int:
+        """The process's peak resident memory so far (VmHWM), in kB."""
+        process = self.processes[name].popen
+        assert process is not None
+        for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        return 0
 
     def stop_all(self) -> None:
         for process in reversed(list(self.processes.values())):

@@ -40,5 +40,17 @@ def test_other_errors_have_code_and_message_only() -> None:
 
 
 def test_zstack_shape() -> None:
-    body = ApiError(SmsCode.INTERNAL, "boom", family=Family.ZSTACK).body()
-    assert body["error"]["code"] == "SMS.9500" and body["error"]["details"] == "boom"
+    body = ApiError(SmsCode.INTERNAL, "boom").in_family(Family.ZSTACK).body()
+    assert body["error"]["code"] == "SYS.1000" and body["error"]["details"] == "boom"
+    assert {"description", "elaboration", "opaque", "cause"} <= set(body["error"])
+
+
+def test_generic_errors_translate_between_families() -> None:
+    coc = ApiError(SmsCode.INVALID_PARAMETER, "bad").in_family(Family.COC)
+    assert coc.body() == {"error_code": "COC.00040001", "error_msg": "bad"}
+    assert ApiError(SmsCode.SOURCE_NOT_FOUND).in_family(Family.COC).code == SmsCode.SOURCE_NOT_FOUND
+
+
+def test_coc_codes_have_eight_digits() -> None:
+    for code in codes_of(Family.COC):
+        assert re.fullmatch(r"COC\.\d{8}", code.code), code

@@ -1,0 +1,125 @@
+"""The agent process: `rehost agent --agent-sn SN [--vm-uuid UUID]`.
+
+It consumes only its own queue, `rehost.agent.<SN>`, runs what arrives there, and
+publishes to `rehost.events` under `agent.<SN>.*` only: a heartbeat every few
+seconds and `agent.<SN>.finished` for every run. A run is acknowledged when it
+starts, so an agent that dies mid-run never runs it twice; the executor marks
+such a host TIMEOUT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+from datetime import UTC, datetime
+
+import structlog
+from aio_pika.abc import AbstractIncomingMessage
+from pydantic import ValidationError
+
+from shared.bus import Bus, Unavailable
+from shared.config import Settings
+from shared.contracts.scripts import AgentRun, Heartbeat, RunFinished
+from shared.envelope import build_message
+from shared.logs import configure_logging
+from shared.service import wait_until_up
+from shared.telemetry import setup_tracing
+from shared.topology import EVENTS
+
+from .runner import Runner
+
+log = structlog.get_logger(__name__)
+
+
+def agent_queue(agent_sn: str) -> str:
+    return f"rehost.agent.{agent_sn}"
+
+
+class Agent:
+    def __init__(
+        self, bus: Bus, agent_sn: str, vm_uuid: str | None, vm_name: str | None, domain_id: str
+    ) -> None:
+        self.bus = bus
+        self.agent_sn = agent_sn
+        self.vm_uuid = vm_uuid
+        self.vm_name = vm_name
+        self.domain_id = domain_id
+        self.runner = Runner(agent_sn)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self, parallel: int) -> None:
+        channel = await self.bus.new_channel(prefetch=parallel)
+        queue = await channel.declare_queue(agent_queue(self.agent_sn), durable=True)
+        await queue.consume(self._on_message)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        try:
+            job = AgentRun.model_validate_json(message.body)
+        except ValidationError as exc:
+            log.warning("run.malformed", error=str(exc))
+            await message.reject(requeue=False)
+            return
+        await message.ack()  # at most once: a lost run becomes TIMEOUT at the executor
+        if job.kind == "cancel":
+            self.runner.cancel(job.run_id)
+            return
+        log.info("run.started", run_id=job.run_id, kind=job.kind, timeout=job.timeout)
+        try:
+            result = await self.runner.run(job)
+        except Exception as exc:  # the host must still hear back, whatever went wrong here
+            log.exception("run.crashed", run_id=job.run_id)
+            result = self.runner.failed(job, f"the agent could not run it: {exc!r}")
+        log.info(
+            "run.finished", run_id=job.run_id, status=result.status, exit_code=result.exit_code
+        )
+        await self._publish("finished", result)
+
+    async def _publish(self, what: str, body: RunFinished | Heartbeat) -> None:
+        key = f"agent.{self.agent_sn}.{what}"
+        message = build_message(body.model_dump_json().encode(), key, domain_id=self.domain_id)
+        while True:
+            try:
+                await self.bus.publish(EVENTS, message, key)
+                return
+            except Unavailable as exc:
+                if what == "heartbeat":
+                    return
+                log.warning("report.retrying", error=str(exc))
+                await asyncio.sleep(1)
+
+    async def heartbeats(self, every: float) -> None:
+        while True:
+            beat = Heartbeat(
+                agent_sn=self.agent_sn,
+                vm_uuid=self.vm_uuid,
+                vm_name=self.vm_name,
+                hostname=socket.gethostname(),
+                running=self.runner.running,
+                at=datetime.now(UTC).isoformat(),
+            )
+            await self._publish("heartbeat", beat)
+            await asyncio.sleep(every)
+
+
+async def run_agent(
+    settings: Settings, agent_sn: str, vm_uuid: str | None, vm_name: str | None
+) -> None:
+    configure_logging(f"agent-{agent_sn}", settings.log_format, settings.log_level)
+    setup_tracing("agent")
+    bus = Bus(settings.agent_amqp_url or settings.amqp_url, f"rehost-agent-{agent_sn}")
+    await wait_until_up("broker", bus.connect_plain)
+    agent = Agent(bus, agent_sn, vm_uuid, vm_name, settings.agent_domain)
+    await agent.start(settings.agent_parallel)
+    beating = asyncio.create_task(agent.heartbeats(settings.agent_heartbeat))
+    log.info("agent.started", queue=agent_queue(agent_sn))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    beating.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await beating
+    await bus.close()

@@ -1,0 +1,389 @@
+"""The script-executor's handlers: scripts, executions on fleets, agent reports, VM commands.
+
+Executions follow `executions.py`; a handler loads the execution, asks which of its
+agents are online, lets the rules decide, and saves the new state with its events
+and the agents' runs in the outbox.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from shared.aggregates import Decision, NewCommand, NewEvent, apply
+from shared.bus import Requester
+from shared.config import Settings
+from shared.consumer import Handler, PermanentError
+from shared.contracts.scripts import (
+    AgentRun,
+    ExecuteCommand,
+    Heartbeat,
+    OrderOperationCommand,
+    OrderRef,
+    Page,
+    RunFinished,
+    ScriptBody,
+    ScriptRef,
+)
+from shared.contracts.zstack import VmCommand
+from shared.envelope import Incoming, Reply, derived_id, utcnow
+from shared.errors import ApiError, CocCode
+from shared.store import Document, Query, Store
+
+from . import executions, scripts, vm_commands
+from .executions import Context, Outcome
+from .views import batch_detail, batch_summaries, order_summary
+
+EXECUTIONS = "executions"
+OUTPUTS = "outputs"
+AGENTS = "agents"
+
+
+def agent_queue(agent_sn: str) -> str:
+    return f"rehost.agent.{agent_sn}"
+
+
+def _tenant(incoming: Incoming) -> str:
+    if not incoming.domain_id:
+        raise PermanentError("the domain_id header is missing")
+    return incoming.domain_id
+
+
+def execution_not_found(execute_uuid: str) -> Reply:
+    error = ApiError(
+        CocCode.EXECUTION_NOT_FOUND, f"Script execution {execute_uuid} does not exist."
+    )
+    return Reply(status=error.status, body=error.body())
+
+
+def decision_of(doc: Document, outcome: Outcome, reply: Reply, grace: float) -> Decision:
+    runs = tuple(
+        NewCommand(
+            agent_queue(sn),
+            run.model_dump(mode="json"),
+            exchange="",
+            expiration=run.timeout + grace,
+        )
+        for sn, run in outcome.runs
+    )
+    cancels = tuple(
+        NewCommand(agent_queue(sn), AgentRun(kind="cancel", run_id=rid).model_dump(), exchange="")
+        for sn, rid in outcome.cancels
+    )
+    return Decision(
+        reply=reply,
+        doc=doc.evolve(data=outcome.data),
+        events=tuple(NewEvent(kind, data) for kind, data in outcome.events),
+        commands=runs + cancels,
+    )
+
+
+class ScriptExecutorHandlers:
+    def __init__(self, store: Store, requester: Requester, settings: Settings) -> None:
+        self.store = store
+        self.requester = requester
+        self.settings = settings
+
+    def routes(self) -> dict[str, Handler]:
+        return {
+            "coc.script.create": self.create_script,
+            "coc.script.get": self.get_script,
+            "coc.script.list": self.list_scripts,
+            "coc.script.delete": self.delete_script,
+            "coc.script.execute": self.execute,
+            "coc.order.get": self.get_order,
+            "coc.order.list": self.list_orders,
+            "coc.order.batches": self.order_batches,
+            "coc.order.batch": self.order_batch,
+            "coc.order.statistics": self.order_statistics,
+            "coc.order.operate": self.operate,
+            "zstack.vm.exec": self.vm_exec,
+            "agent.*.heartbeat": self.heartbeat,
+            "agent.*.finished": self.run_finished,
+        }
+
+    # -- scripts ------------------------------------------------------------------
+
+    async def create_script(self, incoming: Incoming) -> Reply:
+        domain_id = _tenant(incoming)
+        body = ScriptBody.model_validate_json(incoming.body)
+        script_uuid = derived_id(incoming.message_id, "script")
+        return await apply(
+            self.store,
+            scripts.COLLECTION,
+            incoming.message_id,
+            lambda: self.store.get(scripts.COLLECTION, script_uuid),
+            lambda current: scripts.create(current, script_uuid, body, domain_id, utcnow()),
+        )
+
+    async def _script(self, script_uuid: str, domain_id: str) -> Document | None:
+        return scripts.visible(await self.store.get(scripts.COLLECTION, script_uuid), domain_id)
+
+    async def get_script(self, incoming: Incoming) -> Reply:
+        ref = ScriptRef.model_validate_json(incoming.body)
+        script = await self._script(ref.script_uuid, _tenant(incoming))
+        if script is None:
+            return scripts.not_found(ref.script_uuid)
+        return Reply(status=200, body={"data": scripts.view(script)})
+
+    async def list_scripts(self, incoming: Incoming) -> Reply:
+        page = Page.model_validate_json(incoming.body)
+        found = await self.store.find(
+            scripts.COLLECTION,
+            Query(domain_id=_tenant(incoming), limit=page.limit, offset=page.offset),
+        )
+        body = {"data": [scripts.view(d) for d in found.items], "total": found.total}
+        return Reply(status=200, body={"data": body})
+
+    async def delete_script(self, incoming: Incoming) -> Reply:
+        domain_id = _tenant(incoming)
+        ref = ScriptRef.model_validate_json(incoming.body)
+        return await apply(
+            self.store,
+            scripts.COLLECTION,
+            incoming.message_id,
+            lambda: self.store.get(scripts.COLLECTION, ref.script_uuid),
+            lambda current: scripts.delete(current, ref.script_uuid, domain_id),
+        )
+
+    # -- executions -----------------------------------------------------------------
+
+    async def _context(self, data: dict[str, Any] | None, domain_id: str) -> Context:
+        """Which of the execution's waiting hosts have a live agent of this domain."""
+        waiting = set()
+        if data is not None:
+            waiting = {
+                h["agent_sn"] for b in data["batches"] for h in b["hosts"] if h["status"] == "READY"
+            }
+        now = time.time()
+        online = set()
+        for agent_sn in waiting:
+            agent = await self.store.get(AGENTS, agent_sn)
+            if agent is not None and self._alive(agent, domain_id, now):
+                online.add(agent_sn)
+        return Context(now=now, online=frozenset(online), grace=self.settings.run_grace)
+
+    def _alive(self, agent: Document, domain_id: str, now: float) -> bool:
+        fresh = agent.data.get("last_seen", 0) >= now - self.settings.agent_offline_after
+        return fresh and agent.domain_id == domain_id
+
+    async def execute(self, incoming: Incoming) -> Reply:
+        domain_id = _tenant(incoming)
+        command = ExecuteCommand.model_validate_json(incoming.body)
+        script = await self._script(command.script_uuid, domain_id)
+        if script is None:
+            return scripts.not_found(command.script_uuid)
+        # The idempotency key names the execution, so a retried call finds the first one.
+        seed = (
+            f"{domain_id}:{command.idempotency_key}"
+            if command.idempotency_key
+            else incoming.message_id
+        )
+        execute_uuid = "SCT" + derived_id(seed, "execution")[:24]
+        reply = Reply(status=200, body={"data": execute_uuid})
+        data = executions.new_execution(execute_uuid, scripts.view(script), command, time.time())
+        ctx = await self._context(data, domain_id)
+
+        def decide(current: Document | None) -> Decision:
+            if current is not None:
+                return Decision(reply=reply)
+            outcome = executions.start(data, ctx.at(time.time()))
+            doc = Document(id=execute_uuid, domain_id=domain_id, data={}, created_at=ctx.now)
+            return decision_of(doc, outcome, reply, ctx.grace)
+
+        return await apply(
+            self.store,
+            EXECUTIONS,
+            incoming.message_id,
+            lambda: self.store.get(EXECUTIONS, execute_uuid),
+            decide,
+        )
+
+    async def _execution(self, execute_uuid: str, domain_id: str) -> Document | None:
+        doc = await self.store.get(EXECUTIONS, execute_uuid)
+        return doc if doc is not None and doc.domain_id == domain_id else None
+
+    async def get_order(self, incoming: Incoming) -> Reply:
+        ref = OrderRef.model_validate_json(incoming.body)
+        doc = await self._execution(ref.execute_uuid, _tenant(incoming))
+        if doc is None:
+            return execution_not_found(ref.execute_uuid)
+        return Reply(status=200, body={"data": order_summary(doc.data)})
+
+    async def list_orders(self, incoming: Incoming) -> Reply:
+        page = Page.model_validate_json(incoming.body)
+        found = await self.store.find(
+            EXECUTIONS, Query(domain_id=_tenant(incoming), limit=page.limit, offset=page.offset)
+        )
+        body = {"data": [order_summary(d.data) for d in found.items], "total": found.total}
+        return Reply(status=200, body={"data": body})
+
+    async def order_batches(self, incoming: Incoming) -> Reply:
+        ref = OrderRef.model_validate_json(incoming.body)
+        doc = await self._execution(ref.execute_uuid, _tenant(incoming))
+        if doc is None:
+            return execution_not_found(ref.execute_uuid)
+        return Reply(status=200, body={"data": batch_summaries(doc.data)})
+
+    async def order_batch(self, incoming: Incoming) -> Reply:
+        ref = OrderRef.model_validate_json(incoming.body)
+        doc = await self._execution(ref.execute_uuid, _tenant(incoming))
+        if doc is None:
+            return execution_not_found(ref.execute_uuid)
+        batch = next((b for b in doc.data["batches"] if b["batch_index"] == ref.batch_index), None)
+        if batch is None:
+            error = ApiError(CocCode.BATCH_NOT_FOUND, f"There is no batch {ref.batch_index}.")
+            return Reply(status=error.status, body=error.body())
+        outputs = {}
+        for host in batch["hosts"]:
+            if host.get("run_id"):
+                output = await self.store.get(OUTPUTS, host["run_id"])
+                if output is not None:
+                    outputs[host["run_id"]] = output.data
+        return Reply(status=200, body={"data": batch_detail(batch, outputs)})
+
+    async def order_statistics(self, incoming: Incoming) -> Reply:
+        ref = OrderRef.model_validate_json(incoming.body)
+        doc = await self._execution(ref.execute_uuid, _tenant(incoming))
+        if doc is None:
+            return execution_not_found(ref.execute_uuid)
+        return Reply(status=200, body={"data": executions.statistics(doc.data)})
+
+    async def operate(self, incoming: Incoming) -> Reply:
+        domain_id = _tenant(incoming)
+        command = OrderOperationCommand.model_validate_json(incoming.body)
+        doc = await self._execution(command.execute_uuid, domain_id)
+        if doc is None:
+            return execution_not_found(command.execute_uuid)
+        reply = Reply(status=200, body={"data": command.execute_uuid})
+
+        async def load() -> Document | None:
+            return await self._execution(command.execute_uuid, domain_id)
+
+        ctx = await self._context(doc.data, domain_id)
+
+        def decide(current: Document | None) -> Decision:
+            assert current is not None
+            try:
+                outcome = executions.operate(
+                    current.data,
+                    command.operation_type,
+                    ctx.at(time.time()),
+                    batch_index=command.batch_index,
+                    instance_id=command.instance_id,
+                )
+            except executions.Refused as exc:
+                error = ApiError(
+                    CocCode.EXECUTION_STATE_CONFLICT, f"{command.operation_type}: {exc}."
+                )
+                return Decision(reply=Reply(status=error.status, body=error.body()))
+            return decision_of(current, outcome, reply, ctx.grace)
+
+        return await apply(self.store, EXECUTIONS, incoming.message_id, load, decide)
+
+    # -- what agents report ---------------------------------------------------------
+
+    async def heartbeat(self, incoming: Incoming) -> None:
+        beat = Heartbeat.model_validate_json(incoming.body)
+        domain_id = incoming.domain_id or self.settings.agent_domain
+        data = {**beat.model_dump(mode="json"), "last_seen": time.time()}
+
+        def decide(current: Document | None) -> Decision:
+            base = current or Document(id=beat.agent_sn, domain_id=domain_id, data={})
+            doc = base.evolve(domain_id=domain_id, data=data)
+            return Decision(reply=Reply(status=200, body={}), doc=doc)
+
+        await apply(
+            self.store,
+            AGENTS,
+            incoming.message_id,
+            lambda: self.store.get(AGENTS, beat.agent_sn),
+            decide,
+        )
+
+    async def run_finished(self, incoming: Incoming) -> None:
+        result = RunFinished.model_validate_json(incoming.body)
+        if result.run_id.startswith(vm_commands.PREFIX):
+            await vm_commands.record(self.store, incoming.message_id, result)
+            return
+        parsed = executions.parse_run_id(result.run_id)
+        if parsed is None:
+            raise PermanentError(f"unknown run id {result.run_id!r}")
+        execute_uuid, instance_id = parsed
+        doc = await self.store.get(EXECUTIONS, execute_uuid)
+        if doc is None or doc.domain_id != (incoming.domain_id or doc.domain_id):
+            return
+        await self._keep_output(doc, instance_id, result)
+        ctx = await self._context(doc.data, doc.domain_id)
+
+        def decide(current: Document | None) -> Decision:
+            assert current is not None
+            outcome = executions.host_finished(current.data, result, ctx.at(time.time()))
+            return decision_of(current, outcome, Reply(status=200, body={}), ctx.grace)
+
+        await apply(
+            self.store,
+            EXECUTIONS,
+            incoming.message_id,
+            lambda: self.store.get(EXECUTIONS, execute_uuid),
+            decide,
+        )
+
+    async def _keep_output(self, doc: Document, instance_id: int, result: RunFinished) -> None:
+        output = Document(
+            id=result.run_id,
+            domain_id=doc.domain_id,
+            data={
+                "execute_uuid": doc.id,
+                "instance_id": instance_id,
+                "stdout": result.stdout,
+                "stderr": result.stderr,
+                "dropped_bytes": result.dropped_bytes,
+            },
+        )
+        await apply(
+            self.store,
+            OUTPUTS,
+            f"{result.run_id}:output",
+            lambda: self.store.get(OUTPUTS, result.run_id),
+            lambda current: Decision(reply=Reply(status=200), doc=None if current else output),
+        )
+
+    async def expire_overdue(self) -> None:
+        """Marks TIMEOUT the hosts whose agents did not answer in time (run every second)."""
+        found = await self.store.find(EXECUTIONS, Query(equals={"status": "PROCESSING"}, limit=100))
+        now = time.time()
+        for doc in found.items:
+            overdue = any(
+                h["status"] == "PROCESSING" and h.get("deadline", now) < now
+                for b in doc.data["batches"]
+                for h in b["hosts"]
+            )
+            if overdue:
+                await self._expire(doc)
+        await vm_commands.expire(self.store, now)
+
+    async def _expire(self, doc: Document) -> None:
+        ctx = await self._context(doc.data, doc.domain_id)
+
+        def decide(current: Document | None) -> Decision:
+            assert current is not None
+            outcome = executions.expire(current.data, ctx.at(time.time()))
+            return decision_of(current, outcome, Reply(status=200, body={}), ctx.grace)
+
+        await apply(
+            self.store,
+            EXECUTIONS,
+            f"expire:{doc.id}:{doc.version}",
+            lambda: self.store.get(EXECUTIONS, doc.id),
+            decide,
+        )
+
+    # -- ZStack guest-VM commands -----------------------------------------------------
+
+    async def vm_exec(self, incoming: Incoming) -> Reply:
+        domain_id = _tenant(incoming)
+        command = VmCommand.model_validate_json(incoming.body)
+        return await vm_commands.execute(
+            self.store, incoming.message_id, command, domain_id, self.settings
+        )

@@ -1,0 +1,36 @@
+"""The script-executor process: `rehost script-executor`."""
+
+from __future__ import annotations
+
+from shared.errors import Family
+from shared.service import ServiceDefinition
+
+from . import scripts, vm_commands
+from .handlers import AGENTS, EXECUTIONS, OUTPUTS, ScriptExecutorHandlers
+
+
+async def _expire(handlers: ScriptExecutorHandlers) -> None:
+    await handlers.expire_overdue()
+
+
+SCRIPT_EXECUTOR = ServiceDefinition(
+    name="script-executor",
+    bindings=("coc.script.*", "coc.order.*", "zstack.vm.*"),
+    event_bindings=("agent.*.heartbeat", "agent.*.finished"),
+    collections=(scripts.COLLECTION, EXECUTIONS, vm_commands.COLLECTION, OUTPUTS, AGENTS),
+    handlers=ScriptExecutorHandlers,
+    health_port=lambda settings: settings.script_executor_health_port,
+    queries=frozenset(
+        {
+            "coc.script.get",
+            "coc.script.list",
+            "coc.order.get",
+            "coc.order.list",
+            "coc.order.batches",
+            "coc.order.batch",
+            "coc.order.statistics",
+        }
+    ),
+    family=Family.COC,
+    periodic=_expire,
+)
