@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import signal
 import subprocess
@@ -203,7 +204,7 @@ async def test_thirty_hosts_in_three_batches(coc: httpx.AsyncClient, amqp_url: s
         for host in details_of["instances"]:
             assert host["status"] == "SUCCESS" and host["exit_code"] == 0
             assert host["stdout"] == f"hello world from {host['instance_id']}\n"
-    for earlier, later in zip(details, details[1:], strict=False):
+    for earlier, later in itertools.pairwise(details):
         assert max(h["end_time"] for h in earlier["instances"]) <= min(
             h["start_time"] for h in later["instances"]
         )
