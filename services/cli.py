@@ -139,6 +139,23 @@ def token(
     typer.echo(mint(get_settings().auth_secret, domain, action, subject=subject, ttl=ttl))
 
 
+keys = typer.Typer(help="Access keys for requests signed by the Huawei Cloud SDKs.")
+app.add_typer(keys, name="keys")
+
+
+@keys.command("create")
+def keys_create(
+    domain: Annotated[str, typer.Option(help="the tenant's domain_id")],
+    action: Annotated[list[str], typer.Option(help="an allowed action; repeat for more")],
+    project: Annotated[list[str] | None, typer.Option(help="a project id it may act in")] = None,
+) -> None:
+    """Print a new access key pair and the line to add to the REHOST_ACCESS_KEYS file."""
+    from shared.access_keys import new_key
+
+    key = new_key(domain, action, project or [])
+    typer.echo(f"AK: {key.ak}\nSK: {key.sk}\n\nAdd this line to the access-key file:\n{key.line()}")
+
+
 @app.command()
 def schemas() -> None:
     """Print the JSON Schema of every command and event body."""

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     command_result_health_port: int = 8102
     task_lock_health_port: int = 8103
     auth_secret: str = "change-me-rehost-dev-secret-32-bytes!"
+    access_keys: str = Field(
+        default="", description="file of SDK access keys (one JSON object a line); empty: none"
+    )
     reply_timeout: float = Field(default=10.0, description="seconds the gateway waits for a reply")
     max_body_bytes: int = 1_048_576
     max_in_flight: int = Field(default=512, description="gateway requests awaiting a reply")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,6 +15,12 @@ from tests.support import broker
 from tests.support.processes import System
 
 SECRET = "test-secret-for-rehost-tests-0123456789"
+# Access keys for SDK-signed requests: (ak, sk, domain, projects, enabled).
+ACCESS_KEYS = [
+    ("AKDOMAINA00000000001", "sk-domain-a-secret", "domain-a", ["project-a"], True),
+    ("AKDISABLED0000000002", "sk-disabled-secret", "domain-a", ["project-a"], False),
+    ("AKDOMAINB00000000003", "sk-domain-b-secret", "domain-b", ["project-b"], True),
+]
 
 
 @pytest.fixture(scope="session")
@@ -34,11 +41,29 @@ def amqp_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def base_env(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     data = tmp_path_factory.mktemp("var")
+    keys = data / "access-keys.jsonl"
+    keys.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "ak": ak,
+                    "sk": sk,
+                    "domain_id": d,
+                    "project_ids": p,
+                    "actions": ["*"],
+                    "enabled": on,
+                }
+            )
+            + "\n"
+            for ak, sk, d, p, on in ACCESS_KEYS
+        )
+    )
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith("REHOST_")},
         "REHOST_AMQP_URL": amqp_url,
         "REHOST_DATA_DIR": str(data),
         "REHOST_AUTH_SECRET": SECRET,
+        "REHOST_ACCESS_KEYS": str(keys),
         "REHOST_REPLY_TIMEOUT": "3",
         "REHOST_DELIVERY_LIMIT": "3",
         "REHOST_OUTBOX_INTERVAL": "0.5",

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from shared.access_keys import AccessKeys
 from shared.bus import Bus, Requester
 from shared.config import Settings, get_settings
 from shared.logs import configure_logging
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Rehost", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
+    app.state.access_keys = AccessKeys(settings.access_keys or None)
     errors.install(app)
     app.include_router(sources.router)
     app.include_router(commands.router)

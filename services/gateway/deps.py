@@ -1,12 +1,21 @@
-"""FastAPI dependencies as `Annotated` aliases: the bus requester and the caller's principal."""
+"""FastAPI dependencies as `Annotated` aliases: the bus requester and the caller's principal.
+
+A caller proves who it is with a token (`X-Auth-Token`, or `Authorization: OAuth …`
+on ZStack routes) or, as the official Huawei Cloud SDKs do, by signing the request
+with an access key (`Authorization: SDK-HMAC-SHA256 …`). Either way it becomes a
+`Principal`, and the same permission and tenant checks follow.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from shared import signing
+from shared.access_keys import AccessKeys
 from shared.auth import Principal, TokenExpired, TokenInvalid, TokenMissing, verify
 from shared.bus import Requester
 from shared.errors import ApiError, SmsCode
@@ -19,31 +28,89 @@ def get_requester(request: Request) -> Requester:
 
 Bus = Annotated[Requester, Depends(get_requester)]
 
+REFUSALS = {
+    "malformed": SmsCode.SIGNATURE_MALFORMED,
+    "missing_header": SmsCode.SIGNATURE_MALFORMED,
+    "bad_signature": SmsCode.SIGNATURE_INVALID,
+    "clock_skew": SmsCode.CLOCK_SKEW,
+}
 
-def _authorize(request: Request, token: str | None, action: str) -> Principal:
+
+def _from_token(request: Request, token: str | None) -> Principal:
     try:
-        who = verify(request.app.state.settings.auth_secret, token)
+        return verify(request.app.state.settings.auth_secret, token)
     except TokenMissing as exc:
         raise ApiError(SmsCode.TOKEN_MISSING) from exc
     except TokenExpired as exc:
         raise ApiError(SmsCode.TOKEN_EXPIRED) from exc
     except TokenInvalid as exc:
         raise ApiError(SmsCode.TOKEN_INVALID) from exc
+
+
+async def _from_signature(request: Request, authorization: str) -> Principal:
+    try:
+        signed = signing.parse_authorization(authorization)
+        keys: AccessKeys = request.app.state.access_keys
+        key = keys.get(signed.access_key)
+        if key is None:
+            raise ApiError(SmsCode.AK_UNKNOWN, "The access key is unknown.")
+        if not key.enabled:
+            raise ApiError(SmsCode.AK_DISABLED, "The access key is disabled.")
+        headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.scope["headers"]
+        }
+        signing.verify(
+            signed,
+            key.sk,
+            method=request.method,
+            raw_path=request.scope.get("raw_path", b"").decode("latin-1") or request.url.path,
+            raw_query=request.scope.get("query_string", b"").decode("latin-1"),
+            headers=headers,
+            body=await request.body(),
+            now=datetime.now(UTC),
+        )
+    except signing.SignatureRefused as exc:
+        raise ApiError(REFUSALS[exc.reason], str(exc)) from exc
+    _check_scope(headers, key.domain_id, key.project_ids)
+    return Principal(subject=f"ak:{key.ak}", domain_id=key.domain_id, actions=key.actions)
+
+
+def _check_scope(headers: dict[str, str], domain_id: str, project_ids: tuple[str, ...]) -> None:
+    """The SDK names the domain or project it acts in; the key must cover it."""
+    asked_domain = headers.get("x-domain-id")
+    asked_project = headers.get("x-project-id")
+    if asked_domain and asked_domain != domain_id:
+        _forbid(f"The access key does not act in domain {asked_domain}.")
+    if asked_project and project_ids and asked_project not in project_ids:
+        _forbid(f"The access key does not act in project {asked_project}.")
+
+
+def _forbid(detail: str) -> None:
+    message = f"The current account does not have the permission to execute policy. {detail}"
+    raise ApiError(SmsCode.FORBIDDEN, message, [detail])
+
+
+async def authenticate(request: Request, token: str | None) -> Principal:
+    authorization = request.headers.get("authorization", "")
+    if authorization.startswith(signing.ALGORITHM):
+        return await _from_signature(request, authorization)
+    return _from_token(request, token)
+
+
+def _allowed(who: Principal, action: str) -> Principal:
     if not who.allows(action):
-        detail = f"You do not have permission to perform action {action} on resource server."
-        message = f"The current account does not have the permission to execute policy. {detail}"
-        raise ApiError(SmsCode.FORBIDDEN, message, [detail])
+        _forbid(f"You do not have permission to perform action {action} on resource server.")
     return who
 
 
 def require(action: str) -> Callable[..., Awaitable[Principal]]:
-    """A dependency that authenticates X-Auth-Token and checks it allows `action`."""
+    """A dependency: the caller (token in X-Auth-Token, or SDK signature), allowed `action`."""
 
     async def principal(
         request: Request,
         x_auth_token: Annotated[str | None, Header(max_length=16384)] = None,
     ) -> Principal:
-        return _authorize(request, x_auth_token, action)
+        return _allowed(await authenticate(request, x_auth_token), action)
 
     principal.__name__ = f"require_{action.replace(':', '_')}"
     return principal
@@ -57,7 +124,8 @@ def require_oauth(action: str) -> Callable[..., Awaitable[Principal]]:
         authorization: Annotated[str | None, Header(max_length=16384)] = None,
     ) -> Principal:
         scheme, _, token = (authorization or "").partition(" ")
-        return _authorize(request, token.strip() if scheme == "OAuth" else None, action)
+        who = await authenticate(request, token.strip() if scheme == "OAuth" else None)
+        return _allowed(who, action)
 
     principal.__name__ = f"require_oauth_{action.replace(':', '_')}"
     return principal

@@ -100,7 +100,13 @@ def _create(body: SourceServerBody, domain_id: str, new_id: str, now: datetime) 
             f"Missing parameter(s) required to register a source server: {', '.join(missing)}.",
         )
     stamp = now.astimezone(UTC).isoformat()
-    data = {"state": "waiting", **_sent_fields(body), "created_at": stamp, "updated_at": stamp}
+    data = {
+        "state": "waiting",
+        **_sent_fields(body),
+        "add_date": int(now.timestamp() * 1000),  # epoch ms, as SMS (and its SDKs) have it
+        "created_at": stamp,
+        "updated_at": stamp,
+    }
     doc = Document(
         id=new_id,
         domain_id=domain_id,

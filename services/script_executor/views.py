@@ -1,32 +1,48 @@
-"""What the COC script-job reads answer: an execution, its batches, one batch's hosts."""
+"""What the COC script-job reads answer: an execution, its batches, one batch's hosts.
+
+The shapes are those of the official COC SDK's models (`JobScriptOrderInfoModel`,
+`JobScriptBatchListModel`, `JobScriptBatchDetailModel`), with times in epoch
+milliseconds; Rehost adds `statistics`, and each host's exit code and output.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from .executions import statistics
 
 
-def _iso(stamp: float | None) -> str | None:
-    return None if stamp is None else datetime.fromtimestamp(stamp, UTC).isoformat()
+def _ms(stamp: float | None) -> int | None:
+    return None if stamp is None else int(stamp * 1000)
+
+
+def _costs(started: float | None, finished: float | None) -> int | None:
+    return None if started is None or finished is None else int((finished - started) * 1000)
 
 
 def order_summary(data: dict[str, Any]) -> dict[str, Any]:
     current = next((b["batch_index"] for b in data["batches"] if b["status"] == "PROCESSING"), None)
     return {
         "execute_uuid": data["execute_uuid"],
-        "script_uuid": data["script_uuid"],
-        "script_name": data["script_name"],
+        "gmt_created": _ms(data["created_at"]),
+        "gmt_finished": _ms(data.get("finished_at")),
+        "execute_costs": _costs(data["created_at"], data.get("finished_at")),
+        "creator": data.get("creator"),
         "status": data["status"],
-        "timeout": data["timeout"],
-        "success_rate": data["success_rate"],
-        "execute_user": data["execute_user"],
-        "current_batch": current,
+        "properties": {
+            "script_uuid": data["script_uuid"],
+            "script_name": data["script_name"],
+            "current_execute_batch_index": current,
+            "execute_param": {
+                "timeout": data["timeout"],
+                "success_rate": float(Decimal(data["success_rate"])),
+                "execute_user": data["execute_user"],
+                "script_params": data["script_params"],
+            },
+        },
         "batch_count": len(data["batches"]),
         "statistics": statistics(data),
-        "start_time": _iso(data["created_at"]),
-        "end_time": _iso(data.get("finished_at")),
     }
 
 
@@ -34,8 +50,9 @@ def batch_summaries(data: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {
             "batch_index": b["batch_index"],
-            "status": b["status"],
+            "total_instances": len(b["hosts"]),
             "rotation_strategy": b["rotation_strategy"],
+            "status": b["status"],
             "success_rate": b.get("success_rate"),
             "statistics": statistics({"batches": [b]}),
         }
@@ -49,17 +66,16 @@ def batch_detail(batch: dict[str, Any], outputs: dict[str, dict[str, Any]]) -> d
         output = outputs.get(host.get("run_id") or "", {})
         instances.append(
             {
-                "instance_id": host["instance_id"],
-                "resource_id": host["resource_id"],
-                "agent_sn": host["agent_sn"],
-                "region_id": host["region_id"],
-                "project_id": host["project_id"],
+                "id": host["instance_id"],
+                "target_instance": {
+                    k: host[k] for k in ("resource_id", "agent_sn", "region_id", "project_id")
+                },
+                "gmt_created": _ms(host.get("started_at")),
+                "gmt_finished": _ms(host.get("finished_at")),
+                "execute_costs": host.get("duration_ms"),
                 "status": host["status"],
+                "message": host.get("error") or output.get("stdout"),
                 "exit_code": host.get("exit_code"),
-                "error": host.get("error"),
-                "duration_ms": host.get("duration_ms"),
-                "start_time": _iso(host.get("started_at")),
-                "end_time": _iso(host.get("finished_at")),
                 "stdout": output.get("stdout"),
                 "stderr": output.get("stderr"),
                 "dropped_bytes": output.get("dropped_bytes", 0),
@@ -67,8 +83,9 @@ def batch_detail(batch: dict[str, Any], outputs: dict[str, dict[str, Any]]) -> d
         )
     return {
         "batch_index": batch["batch_index"],
+        "total_instances": len(batch["hosts"]),
         "status": batch["status"],
         "rotation_strategy": batch["rotation_strategy"],
         "success_rate": batch.get("success_rate"),
-        "instances": instances,
+        "execute_instances": instances,
     }

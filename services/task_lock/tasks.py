@@ -118,7 +118,7 @@ def create(
         **body.model_dump(mode="json", exclude_none=True),
         "source_server_id": body.source_server.id,
         "state": "READY",
-        "create_date": stamp,
+        "create_date": int(now.timestamp() * 1000),  # epoch ms, as SMS (and its SDKs) have it
         "updated_at": stamp,
         "lock": {"vm_id": body.target_server.vm_id, "held": False, "fencing_token": 0},
     }

@@ -59,12 +59,12 @@ class ScriptBody(_Body):
     type: ScriptType
     content: Annotated[str, Field(min_length=1, max_length=102_400)]
     description: Annotated[str, Field(max_length=256)] | None = None
-    properties: dict[str, Annotated[str, Field(max_length=256)]] | None = Field(
-        default=None, max_length=20
+    properties: dict[str, Any] | None = Field(
+        default=None, max_length=20, description="risk_level, version, reviewers, protocol"
     )
-    parameters: list[ScriptParameter] = Field(default_factory=list, max_length=MAX_PARAMS)
+    script_params: list[ScriptParameter] = Field(default_factory=list, max_length=MAX_PARAMS)
 
-    _params = field_validator("parameters")(_check_params)
+    _params = field_validator("script_params")(_check_params)
 
 
 class ScriptId(BaseModel):

@@ -199,6 +199,7 @@ class SourceServerView(SourceServerBody):
     id: str
     domain_id: str | None = None
     state: SourceState = "waiting"
+    add_date: int | None = Field(default=None, description="epoch milliseconds, as SMS has it")
     created_at: str
     updated_at: str
     version: int

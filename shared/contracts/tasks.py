@@ -116,7 +116,7 @@ class TaskView(TaskBody):
 
     id: str
     state: TaskState
-    create_date: str
+    create_date: int = Field(description="epoch milliseconds")
     updated_at: str
     lock: LockView | None = None
     version: int

@@ -96,7 +96,7 @@ async def create_script(
         "name": f"s-{uuid.uuid4().hex[:6]}",
         "type": kind,
         "content": content,
-        "parameters": params or [],
+        "script_params": params or [],
     }
     return str((await ok(http.post("/v1/job/scripts", json=body)))["data"])
 
@@ -163,9 +163,21 @@ async def wait_done(
 
 
 async def batch(http: httpx.AsyncClient, execute_uuid: str, index: int) -> dict[str, Any]:
+    """One batch, each host flattened: instance_id, agent_sn, status, output, times."""
     result: dict[str, Any] = (
         await ok(http.get(f"/v1/job/script/orders/{execute_uuid}/batches/{index}"))
     )["data"]
+    result["instances"] = [
+        {
+            **h,
+            "instance_id": h["id"],
+            "agent_sn": h["target_instance"]["agent_sn"],
+            "error": h["message"] if h["status"] != "SUCCESS" else None,
+            "start_time": h["gmt_created"],
+            "end_time": h["gmt_finished"],
+        }
+        for h in result["execute_instances"]
+    ]
     return result
 
 
@@ -196,7 +208,7 @@ async def test_thirty_hosts_in_three_batches(coc: httpx.AsyncClient, amqp_url: s
         await tap.settle(1.0)
     assert done["status"] == "FINISHED"
     assert done["statistics"]["success"] == 30 and done["statistics"]["total"] == 30
-    assert done["start_time"] and done["end_time"]
+    assert done["gmt_created"] and done["gmt_finished"] >= done["gmt_created"]
 
     details = [await batch(coc, execute_uuid, i) for i in (1, 2, 3)]
     for details_of, group in zip(details, groups, strict=True):
