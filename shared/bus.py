@@ -21,6 +21,7 @@ from aio_pika.abc import (
 )
 from opentelemetry import trace
 
+from shared import metrics
 from shared.envelope import Incoming, Reply, build_message, new_id
 from shared.telemetry import tracer
 from shared.topology import COMMANDS, declare_exchanges
@@ -86,13 +87,14 @@ class Bus:
         *,
         timeout: float = 10.0,
         channel: AbstractChannel | None = None,
+        span_name: str | None = None,
     ) -> None:
         """Publishes and waits for the broker's confirm; raises Unavailable otherwise."""
         channel = channel or self.channel
         if channel is None or channel.is_closed or not self.ready:
             raise Unavailable("broker connection is down")
         with tracer(__name__).start_as_current_span(
-            f"{routing_key} publish", kind=trace.SpanKind.PRODUCER
+            span_name or f"{routing_key} publish", kind=trace.SpanKind.PRODUCER
         ):
             try:
                 ex = (
@@ -114,7 +116,7 @@ class Bus:
         )
         # A reply is for a waiting caller only; it need not survive a broker restart.
         message.delivery_mode = aio_pika.DeliveryMode.NOT_PERSISTENT
-        await self.publish("", message, incoming.reply_to)
+        await self.publish("", message, incoming.reply_to, span_name="reply publish")
 
     async def close(self) -> None:
         if self.connection and not self.connection.is_closed:
@@ -182,6 +184,7 @@ class Requester:
                 )
                 return await future
         except TimeoutError as exc:
+            metrics.reply_timeouts.add(1, {"routing_key": routing_key})
             raise Unavailable(f"no reply to {routing_key} within {timeout}s") from exc
         finally:
             self._pending.pop(correlation_id, None)

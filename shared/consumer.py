@@ -22,6 +22,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from opentelemetry import trace
 from pydantic import ValidationError
 
+from shared import metrics
 from shared.bus import H_DEADLINE, Bus, Unavailable
 from shared.envelope import H_REASON, SCHEMA_VERSION, Incoming, Reply, build_message, decode
 from shared.errors import ApiError, Family, SmsCode
@@ -90,8 +91,10 @@ class Consumer:
         task = asyncio.current_task()
         if task is not None:
             self._in_flight.add(task)
+        started = time.perf_counter()
         try:
             incoming = decode(message)
+            self._count(incoming, "consumed")
             with tracer(__name__).start_as_current_span(
                 f"{incoming.routing_key} process",
                 context=extract_context(message.headers),
@@ -99,9 +102,17 @@ class Consumer:
                 attributes={"messaging.message.id": incoming.message_id},
             ):
                 await self._handle(message, incoming)
+            elapsed = (time.perf_counter() - started) * 1000
+            metrics.handler_duration.record(elapsed, self._labels(incoming))
         finally:
             if task is not None:
                 self._in_flight.discard(task)
+
+    def _labels(self, incoming: Incoming) -> dict[str, str]:
+        return {"queue": self.queue.name, "routing_key": incoming.routing_key}
+
+    def _count(self, incoming: Incoming, outcome: str) -> None:
+        metrics.messages.add(1, {**self._labels(incoming), "outcome": outcome})
 
     async def _handle(self, message: AbstractIncomingMessage, incoming: Incoming) -> None:
         try:
@@ -123,12 +134,14 @@ class Consumer:
             log.exception("message.failed", routing_key=incoming.routing_key, error=repr(exc))
             await asyncio.sleep(min(0.2 * 2**incoming.delivery_count, 5.0))
             await self._requeue(message)
+            self._count(incoming, "requeued")
             return
         self.after_commit()
         if reply is not None:
             with contextlib.suppress(Unavailable):
                 await self.bus.reply(incoming, reply)
         await message.ack()
+        self._count(incoming, "acked")
 
     def _handler_for(self, incoming: Incoming) -> Handler:
         if incoming.schema_version != SCHEMA_VERSION:
@@ -214,3 +227,4 @@ class Consumer:
             with contextlib.suppress(Unavailable):
                 await self.bus.reply(incoming, Reply(status=400, body=error.body()))
         await message.ack()
+        self._count(incoming, "dead_lettered")

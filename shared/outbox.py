@@ -20,6 +20,7 @@ import aio_pika
 import structlog
 from opentelemetry import context as otel_context
 
+from shared import metrics
 from shared.bus import Bus, Unavailable
 from shared.envelope import Event, build_message, event_message
 from shared.store import Store, StoreUnavailable
@@ -42,6 +43,14 @@ def _message(entry: dict[str, Any]) -> tuple[str, aio_pika.Message]:
             message.expiration = float(entry["expiration"])
         return str(entry.get("exchange", COMMANDS)), message
     return EVENTS, event_message(Event.model_validate(entry))
+
+
+def _event_labels(entry: dict[str, Any]) -> dict[str, str]:
+    labels = {"type": str(entry.get("type"))}
+    data = entry.get("data") or {}
+    if str(entry.get("type")).startswith("script.") and "status" in data:
+        labels["status"] = str(data["status"])
+    return labels
 
 
 class OutboxRelay:
@@ -82,11 +91,16 @@ class OutboxRelay:
         """Publishes every pending event once; returns how many were published."""
         published = 0
         for collection in self.collections:
-            while docs := await self.store.with_outbox(collection, limit=100):
+            docs = await self.store.with_outbox(collection, limit=100)
+            # What waits as the sweep begins (its first page, so at most 100 documents' worth).
+            backlog = sum(len(d.outbox) for d in docs)
+            metrics.outbox_backlog.set(backlog, {"collection": collection})
+            while docs:
                 for doc in docs:
                     published += await self._publish(collection, doc.id, list(doc.outbox))
                 if len(docs) < 100:
                     break
+                docs = await self.store.with_outbox(collection, limit=100)
         return published
 
     async def _publish(self, collection: str, doc_id: str, entries: list[dict[str, Any]]) -> int:
@@ -100,5 +114,8 @@ class OutboxRelay:
             finally:
                 otel_context.detach(token)
             done.append(str(entry["event_id"]))
+            metrics.outbox_published.add(1, {"collection": collection})
+            if "command" not in entry:
+                metrics.events_published.add(1, _event_labels(entry))
         await self.store.mark_published(collection, doc_id, done)
         return len(done)

@@ -1,8 +1,11 @@
-"""OpenTelemetry bootstrap and W3C context carried in AMQP headers.
+"""OpenTelemetry bootstrap, configured only by the standard `OTEL_*` variables.
 
-A tracer provider is always installed so that trace ids exist and flow from the
-gateway through the broker to the consumers; spans are exported only when the
-standard `OTEL_TRACES_EXPORTER` variable names an exporter.
+A tracer provider is always installed, so trace ids exist and the W3C context
+flows through AMQP headers; spans leave the process only when
+`OTEL_TRACES_EXPORTER` names an exporter (`otlp` or `console`), and metrics only
+when `OTEL_METRICS_EXPORTER` does. Endpoint, protocol headers, service name and
+sampling (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`…)
+are read by the SDK itself.
 """
 
 from __future__ import annotations
@@ -11,25 +14,58 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from opentelemetry import propagate, trace
+from opentelemetry import metrics, propagate, trace
 from opentelemetry.context import Context
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricExporter,
+    PeriodicExportingMetricReader,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
 _configured = False
 
 
+def _span_exporter(name: str) -> SpanExporter | None:
+    if name == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    return ConsoleSpanExporter() if name == "console" else None
+
+
+def _metric_exporter(name: str) -> MetricExporter | None:
+    if name == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+        return OTLPMetricExporter()
+    return ConsoleMetricExporter() if name == "console" else None
+
+
 def setup_tracing(service: str) -> None:
+    """Installs the tracer (and meter) provider of this process, once."""
     global _configured
     if _configured:
         return
     _configured = True
-    name = os.environ.get("OTEL_SERVICE_NAME", f"rehost-{service}")
-    provider = TracerProvider(resource=Resource.create({"service.name": name}))
-    if os.environ.get("OTEL_TRACES_EXPORTER", "none") == "console":
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    os.environ.setdefault("OTEL_SERVICE_NAME", f"rehost-{service}")
+    resource = Resource.create({"service.name": os.environ["OTEL_SERVICE_NAME"]})
+    provider = TracerProvider(resource=resource)
+    span_exporter = _span_exporter(os.environ.get("OTEL_TRACES_EXPORTER", "none"))
+    if span_exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(span_exporter))
     trace.set_tracer_provider(provider)
+    metric_exporter = _metric_exporter(os.environ.get("OTEL_METRICS_EXPORTER", "none"))
+    if metric_exporter is not None:
+        reader = PeriodicExportingMetricReader(metric_exporter)
+        metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[reader]))
+    if os.environ.get("OTEL_TRACES_EXPORTER", "none") != "none":
+        from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
+
+        PymongoInstrumentor().instrument()
 
 
 def tracer(name: str) -> trace.Tracer:

@@ -12,6 +12,7 @@ import pytest
 
 from shared.auth import mint
 from tests.support import broker
+from tests.support.otlp import Receiver
 from tests.support.processes import System
 
 SECRET = "test-secret-for-rehost-tests-0123456789"
@@ -39,7 +40,18 @@ def amqp_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def base_env(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def otlp() -> Iterator[Receiver]:
+    """Where every process of the test system exports its spans."""
+    receiver = Receiver()
+    receiver.start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="session")
+def base_env(
+    amqp_url: str, tmp_path_factory: pytest.TempPathFactory, otlp: Receiver
+) -> dict[str, str]:
     data = tmp_path_factory.mktemp("var")
     keys = data / "access-keys.jsonl"
     keys.write_text(
@@ -59,7 +71,7 @@ def base_env(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[st
         )
     )
     return {
-        **{k: v for k, v in os.environ.items() if not k.startswith("REHOST_")},
+        **{k: v for k, v in os.environ.items() if not k.startswith(("REHOST_", "OTEL_"))},
         "REHOST_AMQP_URL": amqp_url,
         "REHOST_DATA_DIR": str(data),
         "REHOST_AUTH_SECRET": SECRET,
@@ -73,6 +85,9 @@ def base_env(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[st
         "REHOST_AGENT_OFFLINE_AFTER": "4",
         "REHOST_RUN_GRACE": "3",
         "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
 
 

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from shared.access_keys import AccessKeys
 from shared.bus import Bus, Requester
@@ -16,7 +17,7 @@ from shared.service import wait_until_up
 from shared.telemetry import setup_tracing
 
 from . import commands, errors, scripts, sources, tasks, zstack
-from .middleware import LimitBody, TraceRequests
+from .middleware import LimitBody
 
 DESCRIPTION = """Rehost's HTTP API, wire-compatible with Huawei Cloud SMS (`/v3`),
 Huawei Cloud COC (`/v1/job`) and ZStack (`/zstack/v1`).
@@ -63,5 +64,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(status_code=200 if ready else 503, content={"ready": ready})
 
     app.add_middleware(LimitBody, max_bytes=settings.max_body_bytes)
-    app.add_middleware(TraceRequests)
+    # The HTTP server span (and request metrics) every command of the call belongs to.
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz")
     return app

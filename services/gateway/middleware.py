@@ -1,41 +1,14 @@
-"""ASGI middleware: a server span per request, and the request-body size limit."""
+"""ASGI middleware: the request-body size limit."""
 
 from __future__ import annotations
 
 import json
 
-from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import ApiError, SmsCode
-from shared.telemetry import extract_context, tracer
 
 from .errors import family_for
-
-
-class TraceRequests:
-    """Starts the trace every command, reply and event of this call belongs to."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        with tracer("rehost.gateway").start_as_current_span(
-            f"{scope['method']} {scope['path']}",
-            context=extract_context(headers),
-            kind=trace.SpanKind.SERVER,
-        ) as span:
-
-            async def send_with_status(message: Message) -> None:
-                if message["type"] == "http.response.start":
-                    span.set_attribute("http.response.status_code", message["status"])
-                await send(message)
-
-            await self.app(scope, receive, send_with_status)
 
 
 class LimitBody:

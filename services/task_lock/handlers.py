@@ -9,6 +9,7 @@ outbox, (4) the relay publishes them. A refusal at (2) gives the lock back.
 
 from __future__ import annotations
 
+from shared import metrics
 from shared.aggregates import Decision, apply
 from shared.bus import Requester
 from shared.consumer import Handler, PermanentError
@@ -102,6 +103,7 @@ class TaskLockHandlers:
                 lambda current: locks.acquire(current, domain_id, vm_id, task.id, utcnow()),
             )
             if taken.status != 200:
+                metrics.lock_contention.add(1)
                 return taken
             lock = LockView.model_validate(taken.body)
             failpoint("lock_taken")

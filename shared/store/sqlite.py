@@ -7,16 +7,18 @@ message that caused it is acked.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
+from opentelemetry import trace
 
 from shared.store.base import (
     APPLIED_MEMORY,
@@ -29,7 +31,9 @@ from shared.store.base import (
     Query,
     StoreUnavailable,
 )
+from shared.telemetry import tracer
 
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,127}$")
 COLUMNS = "id, domain_id, key, version, deleted, created_at, updated_at, data, outbox, applied"
@@ -98,6 +102,28 @@ def _where(query: Query) -> tuple[str, list[Any]]:
         clauses.append(f"instr(json_extract(data, '$.{_field(name)}'), ?) > 0")
         args.append(value)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+def _traced(operation: str) -> Callable[[F], F]:
+    """A client span around one store operation, inside the handler's trace."""
+
+    def wrap(method: F) -> F:
+        @functools.wraps(method)
+        async def traced(self: Any, collection: str, *args: Any, **kwargs: Any) -> Any:
+            with tracer("rehost.store").start_as_current_span(
+                f"sqlite {operation} {collection}",
+                kind=trace.SpanKind.CLIENT,
+                attributes={
+                    "db.system": "sqlite",
+                    "db.operation.name": operation,
+                    "db.collection.name": collection,
+                },
+            ):
+                return await method(self, collection, *args, **kwargs)
+
+        return traced  # type: ignore[return-value]
+
+    return wrap
 
 
 def _field(name: str) -> str:
@@ -179,14 +205,17 @@ class SqliteStore:
             row = await cursor.fetchone()
         return _row_to_doc(tuple(row)) if row else None
 
+    @_traced("get")
     async def get(self, collection: str, doc_id: str) -> Document | None:
         table = await self._table(collection)
         return await self._one(f"SELECT {COLUMNS} FROM {table} WHERE id = ?", [doc_id])
 
+    @_traced("get_by_key")
     async def get_by_key(self, collection: str, key: str) -> Document | None:
         table = await self._table(collection)
         return await self._one(f"SELECT {COLUMNS} FROM {table} WHERE key = ?", [key])
 
+    @_traced("find")
     async def find(self, collection: str, query: Query) -> Page:
         table = await self._table(collection)
         where, args = _where(query)
@@ -201,6 +230,7 @@ class SqliteStore:
                 rows = await cursor.fetchall()
         return Page(items=[_row_to_doc(tuple(r)) for r in rows], total=total)
 
+    @_traced("save")
     async def save(self, collection: str, change: Change) -> None:
         table = await self._table(collection)
         doc = change.doc
@@ -244,6 +274,7 @@ class SqliteStore:
                 ],
             )
 
+    @_traced("with_outbox")
     async def with_outbox(self, collection: str, limit: int) -> list[Document]:
         table = await self._table(collection)
         sql = f"SELECT {COLUMNS} FROM {table} WHERE pending LIMIT ?"
@@ -258,6 +289,7 @@ class SqliteStore:
             (size,) = await cursor.fetchone() or (0,)
         return int(size)
 
+    @_traced("mark_published")
     async def mark_published(self, collection: str, doc_id: str, event_ids: list[str]) -> None:
         table = await self._table(collection)
         done = set(event_ids)
