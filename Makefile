@@ -5,7 +5,7 @@ BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
-.PHONY: install run test lint unit soak clean
+.PHONY: install run test lint deploy-check unit soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+deploy-check: $(STAMP)
+	deploy/check.sh
+
+test: lint deploy-check
 	$(BIN)/pytest -q -m "not soak"
 
 unit: $(STAMP)
