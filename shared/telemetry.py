@@ -10,6 +10,7 @@ are read by the SDK itself.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -68,7 +69,9 @@ def setup_tracing(service: str) -> None:
         PymongoInstrumentor().instrument()
 
 
+@functools.cache
 def tracer(name: str) -> trace.Tracer:
+    """One tracer per name: `get_tracer` builds a new one on every call, on the hot path."""
     return trace.get_tracer(name)
 
 

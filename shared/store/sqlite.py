@@ -1,23 +1,27 @@
 """The embedded default store: one SQLite file per service, one table per collection.
 
 WAL with `synchronous=FULL`, so a committed write survives a crash before the
-message that caused it is acked.
+message that caused it is acked. One thread owns the connection; every operation
+runs there, so none interleaves with another. Writes are committed in groups:
+the writes waiting when a commit starts share one transaction (each in its own
+savepoint, so one conflict fails only its own write) and one fsync, and each
+caller returns only once that commit is durable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiosqlite
 from opentelemetry import trace
 
 from shared.store.base import (
@@ -33,10 +37,13 @@ from shared.store.base import (
 )
 from shared.telemetry import tracer
 
+T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+Write = Callable[[sqlite3.Connection], None]
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,127}$")
 COLUMNS = "id, domain_id, key, version, deleted, created_at, updated_at, data, outbox, applied"
+MAX_GROUP = 256
 
 
 def _schema(table: str) -> list[str]:
@@ -87,6 +94,12 @@ def _applied_json(previous: Iterable[dict[str, Any]], new: AppliedMessage | None
     return json.dumps(applied[-APPLIED_MEMORY:])
 
 
+def _field(name: str) -> str:
+    if not _FIELD.match(name):
+        raise ValueError(f"bad field name {name!r}")
+    return name
+
+
 def _where(query: Query) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     args: list[Any] = []
@@ -102,6 +115,14 @@ def _where(query: Query) -> tuple[str, list[Any]]:
         clauses.append(f"instr(json_extract(data, '$.{_field(name)}'), ?) > 0")
         args.append(value)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+def _mapped(exc: BaseException) -> BaseException:
+    if isinstance(exc, sqlite3.IntegrityError):
+        return DuplicateKey(str(exc)) if ".key" in str(exc) else Conflict(str(exc))
+    if isinstance(exc, sqlite3.Error):
+        return StoreUnavailable(str(exc))
+    return exc
 
 
 def _traced(operation: str) -> Callable[[F], F]:
@@ -126,83 +147,175 @@ def _traced(operation: str) -> Callable[[F], F]:
     return wrap
 
 
-def _field(name: str) -> str:
-    if not _FIELD.match(name):
-        raise ValueError(f"bad field name {name!r}")
-    return name
+# -- the writes, run in the store's thread inside a group transaction ---------------------
+
+
+def _insert(conn: sqlite3.Connection, table: str, change: Change, now: float) -> None:
+    doc = change.doc
+    conn.execute(
+        f"INSERT INTO {table} ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            doc.id,
+            doc.domain_id,
+            doc.key,
+            1,
+            int(doc.deleted),
+            doc.created_at or now,
+            now,
+            json.dumps(doc.data),
+            json.dumps(list(change.events)),
+            _applied_json([], change.applied),
+        ],
+    )
+
+
+def _update(conn: sqlite3.Connection, table: str, change: Change, now: float) -> None:
+    doc = change.doc
+    row = conn.execute(
+        f"SELECT outbox, applied FROM {table} WHERE id = ? AND version = ?",
+        [doc.id, change.expected_version],
+    ).fetchone()
+    if row is None:
+        raise Conflict(f"{table}/{doc.id} is not at version {change.expected_version}")
+    conn.execute(
+        f"UPDATE {table} SET key = ?, version = ?, deleted = ?, updated_at = ?, "
+        "data = ?, outbox = ?, applied = ? WHERE id = ?",
+        [
+            doc.key,
+            change.expected_version + 1,
+            int(doc.deleted),
+            now,
+            json.dumps(doc.data),
+            json.dumps([*json.loads(row[0]), *change.events]),
+            _applied_json(json.loads(row[1]), change.applied),
+            doc.id,
+        ],
+    )
+
+
+def _published(conn: sqlite3.Connection, table: str, doc_id: str, event_ids: set[str]) -> None:
+    row = conn.execute(f"SELECT outbox FROM {table} WHERE id = ?", [doc_id]).fetchone()
+    if row is None:
+        return
+    left = [e for e in json.loads(row[0]) if e.get("event_id") not in event_ids]
+    conn.execute(f"UPDATE {table} SET outbox = ? WHERE id = ?", [json.dumps(left), doc_id])
+
+
+def _commit_group(conn: sqlite3.Connection, writes: list[Write]) -> list[BaseException | None]:
+    """One transaction for all `writes`; each in a savepoint, so each fails alone."""
+    outcomes: list[BaseException | None] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for write in writes:
+            conn.execute("SAVEPOINT w")
+            try:
+                write(conn)
+            except (sqlite3.IntegrityError, Conflict) as exc:
+                conn.execute("ROLLBACK TO w")
+                outcomes.append(_mapped(exc))
+            else:
+                outcomes.append(None)
+            conn.execute("RELEASE w")
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    return outcomes
 
 
 class SqliteStore:
     def __init__(self, url: str) -> None:
         self.path = _path(url)
-        self._db: aiosqlite.Connection | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._tables: set[str] = set()
-        # One connection serves the whole process: a transaction must not interleave
-        # with another task's statements, which would see or join its uncommitted writes.
-        self._lock = asyncio.Lock()
+        self._waiting: list[tuple[Write, asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
 
-    async def open(self) -> None:
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+        except BaseException as exc:
+            raise _mapped(exc) from exc
+
+    def _connect(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._db.execute("PRAGMA journal_mode=WAL")
-            await self._db.execute("PRAGMA synchronous=FULL")
-            await self._db.execute("PRAGMA busy_timeout=5000")
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(str(exc)) from exc
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        self._conn = conn
+
+    async def open(self) -> None:
+        await self._run(self._connect)
+        self._writer = asyncio.create_task(self._write_groups(), name="sqlite-writer")
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        if self._conn is not None:
+            await self._run(self._conn.close)
+            self._conn = None
 
     @property
-    def db(self) -> aiosqlite.Connection:
-        if self._db is None:
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
             raise StoreUnavailable("store is not open")
-        return self._db
+        return self._conn
 
     async def _table(self, collection: str) -> str:
         if not _NAME.match(collection):
             raise ValueError(f"bad collection name {collection!r}")
         if collection not in self._tables:
-            async with self._errors():
+
+            def create() -> None:
                 for statement in _schema(collection):
-                    await self.db.execute(statement)
+                    self.conn.execute(statement)
+
+            await self._run(create)
             self._tables.add(collection)
         return collection
 
-    @asynccontextmanager
-    async def _errors(self) -> AsyncIterator[None]:
-        try:
-            async with self._lock:
-                yield
-        except sqlite3.IntegrityError as exc:
-            if ".key" in str(exc):
-                raise DuplicateKey(str(exc)) from exc
-            raise Conflict(str(exc)) from exc
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(str(exc)) from exc
+    async def _write(self, write: Write) -> None:
+        """Queues a write for the next group commit; returns once it is durable."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((write, future))
+        self._wake.set()
+        await future
 
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[None]:
-        async with self._errors():
-            await self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                await self.db.execute("ROLLBACK")
-                raise
-            await self.db.execute("COMMIT")
+    async def _write_groups(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._waiting:
+                group, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
+                try:
+                    outcomes = await self._run(_commit_group, self.conn, [w for w, _ in group])
+                except BaseException as exc:
+                    for _, future in group:
+                        if not future.done():
+                            future.set_exception(_mapped(exc))
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+                    continue
+                for (_, future), outcome in zip(group, outcomes, strict=True):
+                    if future.done():
+                        continue
+                    if outcome is None:
+                        future.set_result(None)
+                    else:
+                        future.set_exception(outcome)
 
     async def ping(self) -> None:
-        async with self._errors():
-            await self.db.execute("SELECT 1")
+        await self._run(lambda: self.conn.execute("SELECT 1").fetchone())
 
     async def _one(self, sql: str, args: list[Any]) -> Document | None:
-        async with self._errors(), self.db.execute(sql, args) as cursor:
-            row = await cursor.fetchone()
+        row = await self._run(lambda: self.conn.execute(sql, args).fetchone())
         return _row_to_doc(tuple(row)) if row else None
 
     @_traced("get")
@@ -219,87 +332,41 @@ class SqliteStore:
     async def find(self, collection: str, query: Query) -> Page:
         table = await self._table(collection)
         where, args = _where(query)
-        async with self._errors():
-            async with self.db.execute(f"SELECT count(*) FROM {table}{where}", args) as cursor:
-                (total,) = await cursor.fetchone() or (0,)
-            sql = (
+
+        def read() -> tuple[int, list[Any]]:
+            (total,) = self.conn.execute(f"SELECT count(*) FROM {table}{where}", args).fetchone()
+            rows = self.conn.execute(
                 f"SELECT {COLUMNS} FROM {table}{where} "
-                "ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
-            )
-            async with self.db.execute(sql, [*args, query.limit, query.offset]) as cursor:
-                rows = await cursor.fetchall()
+                "ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+                [*args, query.limit, query.offset],
+            ).fetchall()
+            return total, rows
+
+        total, rows = await self._run(read)
         return Page(items=[_row_to_doc(tuple(r)) for r in rows], total=total)
 
     @_traced("save")
     async def save(self, collection: str, change: Change) -> None:
         table = await self._table(collection)
-        doc = change.doc
+        write = _insert if change.expected_version == 0 else _update
         now = time.time()
-        async with self._transaction():
-            if change.expected_version == 0:
-                await self.db.execute(
-                    f"INSERT INTO {table} ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        doc.id,
-                        doc.domain_id,
-                        doc.key,
-                        change.expected_version + 1,
-                        int(doc.deleted),
-                        doc.created_at or now,
-                        now,
-                        json.dumps(doc.data),
-                        json.dumps(list(change.events)),
-                        _applied_json([], change.applied),
-                    ],
-                )
-                return
-            sql = f"SELECT outbox, applied FROM {table} WHERE id = ? AND version = ?"
-            async with self.db.execute(sql, [doc.id, change.expected_version]) as cursor:
-                row = await cursor.fetchone()
-            if row is None:
-                raise Conflict(f"{collection}/{doc.id} is not at version {change.expected_version}")
-            outbox = [*json.loads(row[0]), *change.events]
-            await self.db.execute(
-                f"UPDATE {table} SET key = ?, version = ?, deleted = ?, updated_at = ?, "
-                "data = ?, outbox = ?, applied = ? WHERE id = ?",
-                [
-                    doc.key,
-                    change.expected_version + 1,
-                    int(doc.deleted),
-                    now,
-                    json.dumps(doc.data),
-                    json.dumps(outbox),
-                    _applied_json(json.loads(row[1]), change.applied),
-                    doc.id,
-                ],
-            )
+        await self._write(lambda conn: write(conn, table, change, now))
 
     @_traced("with_outbox")
     async def with_outbox(self, collection: str, limit: int) -> list[Document]:
         table = await self._table(collection)
         sql = f"SELECT {COLUMNS} FROM {table} WHERE pending LIMIT ?"
-        async with self._errors(), self.db.execute(sql, [limit]) as cursor:
-            rows = await cursor.fetchall()
+        rows = await self._run(lambda: self.conn.execute(sql, [limit]).fetchall())
         return [_row_to_doc(tuple(r)) for r in rows]
 
     async def outbox_size(self, collection: str) -> int:
         table = await self._table(collection)
         sql = f"SELECT coalesce(sum(json_array_length(outbox)), 0) FROM {table} WHERE pending"
-        async with self._errors(), self.db.execute(sql) as cursor:
-            (size,) = await cursor.fetchone() or (0,)
+        (size,) = await self._run(lambda: self.conn.execute(sql).fetchone())
         return int(size)
 
     @_traced("mark_published")
     async def mark_published(self, collection: str, doc_id: str, event_ids: list[str]) -> None:
         table = await self._table(collection)
         done = set(event_ids)
-        async with self._transaction():
-            sql = f"SELECT outbox FROM {table} WHERE id = ?"
-            async with self.db.execute(sql, [doc_id]) as cursor:
-                row = await cursor.fetchone()
-            if row is None:
-                return
-            left = [e for e in json.loads(row[0]) if e.get("event_id") not in done]
-            await self.db.execute(
-                f"UPDATE {table} SET outbox = ? WHERE id = ?", [json.dumps(left), doc_id]
-            )
+        await self._write(lambda conn: _published(conn, table, doc_id, done))

@@ -1,0 +1,144 @@
+"""Load: wrk for throughput at a concurrency, and an open-loop client for latency at a rate."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+LUA = """
+wrk.method = "{method}"
+wrk.headers["Content-Type"] = "application/json"
+{headers}
+local bodies = {bodies}
+local counter = 0
+request = function()
+  counter = counter + 1
+  local body = bodies[(counter % #bodies) + 1]
+  local path = "{path}"
+  if type(body) == "table" then path = body[1]; body = body[2] end
+  return wrk.format(nil, path, nil, body)
+end
+"""
+
+
+@dataclass
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int = 0
+
+
+def _lua_string(text: str) -> str:
+    return "[==[" + text + "]==]"
+
+
+def wrk(
+    url: str,
+    path: str,
+    bodies: list[str] | list[tuple[str, str]],
+    headers: dict[str, str],
+    *,
+    seconds: int,
+    connections: int = 64,
+    threads: int = 2,
+    method: str = "POST",
+) -> Result:
+    """Throughput and latency at `connections` concurrent connections (wrk -t2 -c64)."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench needs wrk: apt-get install wrk")
+    items = []
+    for body in bodies:
+        if isinstance(body, tuple):
+            items.append("{" + _lua_string(body[0]) + "," + _lua_string(body[1]) + "}")
+        else:
+            items.append(_lua_string(body))
+    script = LUA.format(
+        method=method,
+        path=path,
+        headers="\n".join(f'wrk.headers["{k}"] = {_lua_string(v)}' for k, v in headers.items()),
+        bodies="{" + ",".join(items) + "}",
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
+        lua.write(script)
+    out = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            lua.name,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    Path(lua.name).unlink()
+    return Result(
+        rps=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        p50_ms=_latency(out, "50%"),
+        p99_ms=_latency(out, "99%"),
+        errors=int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0,
+    )
+
+
+def _latency(out: str, percentile: str) -> float:
+    match = re.search(rf"{percentile}\s+([\d.]+)(us|ms|s)", out)
+    if match is None:
+        return float("nan")
+    value, unit = float(match.group(1)), match.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+async def at_rate(
+    url: str, requests: list[tuple[str, str]], headers: dict[str, str], rate: float, seconds: float
+) -> Result:
+    """Latency when requests arrive at `rate` per second (open loop: no waiting for answers)."""
+    latencies: list[float] = []
+    errors = 0
+    async with httpx.AsyncClient(
+        base_url=url, headers=headers, timeout=30, limits=httpx.Limits(max_connections=256)
+    ) as http:
+
+        async def one(path: str, body: str) -> None:
+            nonlocal errors
+            started = time.perf_counter()
+            response = await http.post(
+                path, content=body, headers={"Content-Type": "application/json"}
+            )
+            latencies.append((time.perf_counter() - started) * 1000)
+            errors += response.status_code >= 300
+
+        tasks = []
+        start = time.perf_counter()
+        total = int(rate * seconds)
+        for i in range(total):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            path, body = requests[i % len(requests)]
+            tasks.append(asyncio.create_task(one(path, body)))
+        await asyncio.gather(*tasks)
+    latencies.sort()
+    return Result(
+        rps=len(latencies) / (time.perf_counter() - start),
+        p50_ms=latencies[len(latencies) // 2],
+        p99_ms=latencies[int(len(latencies) * 0.99) - 1],
+        errors=errors,
+    )
+
+
+def bodies_json(items: list[dict[str, object]]) -> list[str]:
+    return [json.dumps(i) for i in items]

@@ -1,0 +1,345 @@
+"""`make bench` / `make bench-quick`: Rehost's figures beside the ceilings of its parts.
+
+Everything runs on this machine in one go, against the local RabbitMQ (a vhost of
+its own): the ceilings first, then the system, so every ratio compares figures
+taken minutes apart on the same hardware.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import aio_pika
+import httpx
+
+from bench.load import Result, at_rate, wrk
+from shared.auth import mint
+from shared.topology import COMMANDS
+from tests.support import broker
+from tests.support.integrator import event_tap
+from tests.support.processes import System, free_port
+
+SECRET = "bench-secret-bench-secret-bench-secret"
+DOMAIN = "bench"
+SMALL = json.dumps({"name": "host-1", "ip": "10.0.0.1", "cpu_quantity": 2})
+EXAMPLE = json.loads(
+    (Path(__file__).parents[1] / "tests/fixtures/sms-register-example.json").read_text()
+)
+
+
+def token() -> dict[str, str]:
+    return {"X-Auth-Token": mint(SECRET, DOMAIN, ["*"], ttl=86400)}
+
+
+def register_bodies(count: int, tag: str) -> list[str]:
+    """The seed page's example with varied hostnames and addresses."""
+    bodies = []
+    for i in range(count):
+        body = {
+            **EXAMPLE,
+            "name": f"{tag}-{i}",
+            "hostname": f"{tag}-{i}",
+            "ip": f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}",
+        }
+        bodies.append(json.dumps(body))
+    return bodies
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def ceiling_http(app: str, amqp_url: str, seconds: int) -> Result:
+    port = free_port()
+    env = {**os.environ, "REHOST_AMQP_URL": amqp_url}
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            f"bench.ceiling_apps:{app}",
+            "--workers",
+            "2",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        env=env,
+    )
+    try:
+        wait_port(port)
+        time.sleep(1)
+        return wrk(f"http://127.0.0.1:{port}", "/bench", [SMALL], {}, seconds=seconds)
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+async def raw_publish(amqp_url: str, count: int, queue: str) -> float:
+    """Pipelined confirmed publishes to a quorum queue: messages per second."""
+    connection = await aio_pika.connect_robust(amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.declare_queue(queue, durable=True, arguments={"x-queue-type": "quorum"})
+        body = SMALL.encode()
+        window = asyncio.Semaphore(512)
+
+        async def one() -> None:
+            async with window:
+                await channel.default_exchange.publish(
+                    aio_pika.Message(body, delivery_mode=2), routing_key=queue
+                )
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(count)))
+        return count / (time.perf_counter() - started)
+
+
+async def raw_consume(amqp_url: str, count: int, queue: str) -> float:
+    """Consume and ack with prefetch: messages per second."""
+    connection = await aio_pika.connect_robust(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=256)
+        q = await channel.declare_queue(queue, durable=True, arguments={"x-queue-type": "quorum"})
+        done = asyncio.Event()
+        seen = 0
+
+        async def on(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            nonlocal seen
+            await message.ack()
+            seen += 1
+            if seen >= count:
+                done.set()
+
+        started = time.perf_counter()
+        await q.consume(on)
+        await done.wait()
+        return count / (time.perf_counter() - started)
+
+
+async def preload_registers(amqp_url: str, bodies: list[str]) -> None:
+    connection = await aio_pika.connect_robust(amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(COMMANDS)
+        window = asyncio.Semaphore(512)
+
+        async def one(body: str) -> None:
+            async with window:
+                message = aio_pika.Message(
+                    body.encode(),
+                    message_id=uuid.uuid4().hex,
+                    delivery_mode=2,
+                    headers={"domain_id": DOMAIN, "schema_version": 1},
+                    content_type="application/json",
+                )
+                await exchange.publish(message, routing_key="sms.source.register")
+
+        await asyncio.gather(*(one(b) for b in bodies))
+
+
+def start_system(amqp_url: str, workdir: Path, gateway_workers: int) -> System:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("REHOST_")},
+        "REHOST_AMQP_URL": amqp_url,
+        "REHOST_DATA_DIR": str(workdir / "var"),
+        "REHOST_AUTH_SECRET": SECRET,
+        "REHOST_LOG_LEVEL": "WARNING",
+        "REHOST_LOG_FORMAT": "json",
+        "REHOST_GATEWAY_WORKERS": str(gateway_workers),
+        "REHOST_MAX_IN_FLIGHT": "4096",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
+    system = System(env, workdir)
+    system.add("registry", "REHOST_REGISTRY_HEALTH_PORT")
+    system.add("command-result", "REHOST_COMMAND_RESULT_HEALTH_PORT")
+    system.add("task-lock", "REHOST_TASK_LOCK_HEALTH_PORT")
+    system.add("gateway", None)
+    for process in system.processes.values():
+        process.start()
+    return system
+
+
+async def started_servers(url: str, count: int) -> list[str]:
+    """`count` registered servers whose tasks were started (state initialize)."""
+    ids = []
+    async with httpx.AsyncClient(base_url=url, headers=token(), timeout=60) as http:
+        for i, body in enumerate(register_bodies(count, f"cr-{uuid.uuid4().hex[:4]}")):
+            server_id = (
+                await http.post(
+                    "/v3/sources", content=body, headers={"Content-Type": "application/json"}
+                )
+            ).json()["id"]
+            task = {
+                "name": f"t{i}",
+                "type": "MIGRATE_FILE",
+                "os_type": "LINUX",
+                "migration_ip": "1.1.1.1",
+                "source_server": {"id": server_id},
+                "target_server": {"vm_id": f"vm-{server_id}", "name": "t"},
+            }
+            task_id = (await http.post("/v3/tasks", json=task)).json()["id"]
+            await http.post(f"/v3/tasks/{task_id}/action", json={"operation": "start"})
+            ids.append(server_id)
+    return ids
+
+
+def result_requests(server_ids: list[str]) -> list[tuple[str, str]]:
+    """START then SYNC for each server: real transitions first, refusals (409) after."""
+    requests = []
+    for command in ("START", "SYNC"):
+        for server_id in server_ids:
+            body = json.dumps(
+                {"command_name": command, "result": "success", "result_detail": {"msg": "ok"}}
+            )
+            requests.append((f"/v3/sources/{server_id}/command_result", body))
+    return requests
+
+
+def peak_rss_mb(system: System) -> dict[str, float]:
+    return {name: system.rss_peak_kb(name) / 1024 for name in system.processes if name != "gateway"}
+
+
+async def consumer_throughput(amqp_url: str, system: System, count: int) -> float:
+    system["registry"].stop()
+    await preload_registers(amqp_url, register_bodies(count, f"pre-{uuid.uuid4().hex[:4]}"))
+    async with event_tap(amqp_url, "source.registered") as tap:
+        started = time.perf_counter()
+        system["registry"].start(wait=60)
+        await tap.wait_for(count, timeout=3600)
+        return count / (time.perf_counter() - started)
+
+
+def row(name: str, value: str, ceiling: str, ratio: float | None) -> str:
+    shown = "" if ratio is None else f"{ratio:.2f}"
+    return f"| {name} | {value} | {ceiling} | {shown} |"
+
+
+async def main(quick: bool) -> None:
+    seconds = 5 if quick else 15
+    preload = 2_000 if quick else 50_000
+    raw = 10_000 if quick else 50_000
+    broker.ensure_running()
+    vhost = broker.create_vhost()
+    amqp_url = broker.amqp_url(vhost)
+    lines = ["| measure | Rehost | ceiling | ratio |", "|---|---|---|---|"]
+    try:
+        bare = ceiling_http("bare", amqp_url, seconds)
+        publishing = ceiling_http("publishing", amqp_url, seconds)
+        publish_rate = await raw_publish(amqp_url, raw, "bench.raw")
+        consume_rate = await raw_consume(amqp_url, raw, "bench.raw")
+        print(
+            f"ceilings: bare {bare.rps:.0f} req/s; bare+publish {publishing.rps:.0f} req/s "
+            f"(p99 {publishing.p99_ms:.1f} ms); raw publish {publish_rate:.0f} msg/s; "
+            f"raw consume+ack {consume_rate:.0f} msg/s",
+            flush=True,
+        )
+
+        with tempfile.TemporaryDirectory() as tmp:
+            system = start_system(amqp_url, Path(tmp), gateway_workers=2)
+            try:
+                url = system.gateway_url
+                bodies = register_bodies(5000, f"reg-{uuid.uuid4().hex[:4]}")
+                register = wrk(url, "/v3/sources", bodies, token(), seconds=seconds)
+                half = await at_rate(
+                    url, [("/v3/sources", b) for b in bodies], token(), register.rps / 2, seconds
+                )
+                lines.append(
+                    row(
+                        "register: req/s at 64 connections",
+                        f"{register.rps:.0f}",
+                        f"{publishing.rps:.0f}",
+                        register.rps / publishing.rps,
+                    )
+                )
+                lines.append(
+                    row(
+                        "register: p50 / p99 at 64 connections (ms)",
+                        f"{register.p50_ms:.1f} / {register.p99_ms:.1f}",
+                        f"{publishing.p50_ms:.1f} / {publishing.p99_ms:.1f}",
+                        None,
+                    )
+                )
+                lines.append(
+                    row(
+                        f"register: p99 at half that rate, {half.rps:.0f} req/s (ms)",
+                        f"{half.p99_ms:.1f}",
+                        "target ≤ 25",
+                        None,
+                    )
+                )
+
+                servers = await started_servers(url, 200 if quick else 1000)
+                results = wrk(url, "/", result_requests(servers), token(), seconds=seconds)
+                half_results = await at_rate(
+                    url, result_requests(servers), token(), results.rps / 2, seconds
+                )
+                lines.append(
+                    row(
+                        "command results: req/s at 64 connections",
+                        f"{results.rps:.0f}",
+                        f"{publishing.rps:.0f}",
+                        results.rps / publishing.rps,
+                    )
+                )
+                lines.append(
+                    row(
+                        "command results: p50 / p99 (ms)",
+                        f"{results.p50_ms:.1f} / {results.p99_ms:.1f}",
+                        "",
+                        None,
+                    )
+                )
+                lines.append(
+                    row(
+                        f"command results: p99 at {half_results.rps:.0f} req/s (ms)",
+                        f"{half_results.p99_ms:.1f}",
+                        "target ≤ 25",
+                        None,
+                    )
+                )
+
+                consumed = await consumer_throughput(amqp_url, system, preload)
+                lines.append(
+                    row(
+                        f"registry consumer, {preload} preloaded registers: msg/s",
+                        f"{consumed:.0f}",
+                        f"{consume_rate:.0f}",
+                        consumed / consume_rate,
+                    )
+                )
+                for name, mb in peak_rss_mb(system).items():
+                    lines.append(row(f"peak RSS of {name} (MB)", f"{mb:.0f}", "", None))
+            finally:
+                system.stop_all()
+    finally:
+        if vhost:
+            broker.delete_vhost(vhost)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--quick", action="store_true", help="about a minute: shorter runs, fewer messages"
+    )
+    asyncio.run(main(parser.parse_args().quick))
