@@ -15,6 +15,7 @@ from shared.contracts.commands import (
     ServerCommandsQuery,
 )
 from shared.contracts.errors import SMS_ERRORS
+from shared.contracts.paging import Limit, Offset
 
 from .deps import Bus, require
 from .sources import respond
@@ -78,8 +79,8 @@ async def list_command_results(
     server_id: ServerId,
     bus: Bus,
     caller: Reader,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[Limit, Query()] = 50,
+    offset: Annotated[Offset, Query()] = 0,
 ) -> Response:
     query = ServerCommandsQuery(server_id=server_id, limit=limit, offset=offset)
     reply = await bus.request(

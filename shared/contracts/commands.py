@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.contracts.lifecycle import CommandName, CommandResult
+from shared.contracts.paging import Limit, Offset
 from shared.contracts.sources import MigrationCycle, SourceState
 
 MAX_RESULT_DETAIL = 65_535
@@ -75,8 +76,8 @@ class ServerCommandsQuery(BaseModel):
     """`sms.command.next` and `sms.command.results`."""
 
     server_id: ServerId
-    limit: Annotated[int, Field(ge=1, le=100)] = 50
-    offset: Annotated[int, Field(ge=0)] = 0
+    limit: Limit = 50
+    offset: Offset = 0
 
 
 class CommandResultView(BaseModel):

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.contracts.paging import Limit, Offset
+
 MAX_HOSTS = 200
 MAX_BATCHES = 20
 MAX_BATCH_HOSTS = 10
@@ -186,8 +188,8 @@ class ScriptRef(BaseModel):
 
 
 class Page(BaseModel):
-    limit: Annotated[int, Field(ge=1, le=100)] = 50
-    offset: Annotated[int, Field(ge=0)] = 0
+    limit: Limit = 50
+    offset: Offset = 0
 
 
 # The agent's side: what it is sent and what it reports.

@@ -12,8 +12,9 @@ from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from shared.contracts.paging import INT_MAX, Limit, Offset
+
 LONG_MAX = 9_223_372_036_854_775_807
-INT_MAX = 2_147_483_647
 
 Str255 = Annotated[str, Field(max_length=255)]
 Long = Annotated[int, Field(ge=0, le=LONG_MAX)]
@@ -216,8 +217,8 @@ class ListSources(BaseModel):
     state: SourceState | None = None
     name: Annotated[str, Field(max_length=255, description="substring of the name")] | None = None
     ip: Str255 | None = None
-    limit: Annotated[int, Field(ge=1, le=100)] = 50
-    offset: Annotated[int, Field(ge=0, le=INT_MAX)] = 0
+    limit: Limit = 50
+    offset: Offset = 0
 
 
 class SourceServerRef(BaseModel):

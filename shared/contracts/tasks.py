@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.contracts.paging import Limit, Offset
 from shared.contracts.sources import OsType
 
 Name = Annotated[str, Field(min_length=1, max_length=255)]
@@ -100,8 +101,8 @@ class ListTasks(BaseModel):
     state: TaskState | None = None
     source_server_id: Text | None = None
     name: Text | None = None
-    limit: Annotated[int, Field(ge=1, le=100)] = 50
-    offset: Annotated[int, Field(ge=0)] = 0
+    limit: Limit = 50
+    offset: Offset = 0
 
 
 class LockView(BaseModel):

@@ -1,0 +1,142 @@
+"""Hostile input: every route refuses bad credentials, and oversized or deep bodies are cheap.
+
+The routes come from the served OpenAPI document, so a new route is covered by
+these tests the day it lands.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+
+from tests.conftest import SECRET, token
+from tests.support.processes import System
+
+Route = tuple[str, str]
+
+
+async def routes(client: httpx.AsyncClient) -> list[tuple[str, str, dict[str, Any]]]:
+    document = (await client.get("/openapi.json")).json()
+    found = []
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            found.append((method.upper(), re.sub(r"\{[^}]+\}", "1", path), operation))
+    return found
+
+
+def family(path: str) -> str:
+    return "zstack" if path.startswith("/zstack") else "coc" if path.startswith("/v1/") else "sms"
+
+
+def credentials(path: str, jwt_token: str) -> dict[str, str]:
+    if family(path) == "zstack":
+        return {"Authorization": f"OAuth {jwt_token}"}
+    return {"X-Auth-Token": jwt_token}
+
+
+def error_code(response: httpx.Response) -> str:
+    body = response.json()
+    return str(body["error"]["code"] if "error" in body else body["error_code"])
+
+
+def _jwt(secret: str | None, algorithm: str, expires_in: int = 600) -> str:
+    claims = {"sub": "x", "domain_id": "domain-a", "actions": ["*"]}
+    return jwt.encode({**claims, "exp": int(time.time()) + expires_in}, secret, algorithm)
+
+
+BAD_TOKENS = {
+    "missing": None,
+    "malformed": "not.a.jwt",
+    "wrongly signed": _jwt("wrong-secret-wrong-secret-000000", "HS256"),
+    "alg none": _jwt(None, "none"),
+    "expired": _jwt(SECRET, "HS256", expires_in=-5),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_TOKENS))
+async def test_no_route_but_health_answers_without_a_valid_token(
+    client: httpx.AsyncClient, kind: str
+) -> None:
+    for method, path, _ in await routes(client):
+        bad = BAD_TOKENS[kind]
+        headers = credentials(path, bad) if bad else {}
+        response = await client.request(method, path, headers=headers, json={})
+        if path in ("/healthz", "/readyz"):
+            assert response.status_code in (200, 503)
+            continue
+        assert response.status_code == 401, (kind, method, path, response.text)
+        assert error_code(response)
+
+
+async def test_an_action_allows_exactly_the_routes_that_name_it(client: httpx.AsyncClient) -> None:
+    for method, path, operation in await routes(client):
+        if path in ("/healthz", "/readyz"):
+            continue
+        headers = credentials(path, token("domain-a", ["nothing:at:all"]))
+        response = await client.request(method, path, headers=headers, json={})
+        assert response.status_code == 403, (method, path, response.text)
+        action = re.search(r"perform action (\S+) on", response.text)
+        assert action, response.text
+        allowed = credentials(path, token("domain-a", [action.group(1)]))
+        response = await client.request(method, path, headers=allowed, json={})
+        assert response.status_code != 403, (method, path, operation.get("summary"))
+
+
+@pytest.mark.parametrize(
+    ("name", "body"),
+    [
+        ("deeply nested", "[" * 100_000 + "]" * 100_000),
+        ("huge array", json.dumps({"disks": [{}] * 200_000})),
+        ("giant string", json.dumps({"name": "x" * 900_000})),
+        ("too large", json.dumps({"name": "x" * 2_000_000})),
+    ],
+)
+async def test_hostile_bodies_get_400_or_413_quickly(
+    client: httpx.AsyncClient, name: str, body: str
+) -> None:
+    headers = {"X-Auth-Token": token(), "Content-Type": "application/json"}
+    started = time.monotonic()
+    response = await client.post("/v3/sources", content=body, headers=headers)
+    assert response.status_code in (400, 413), (name, response.status_code)
+    assert response.json()["error_code"].startswith("SMS.")
+    assert time.monotonic() - started < 3, name
+    assert (await client.get("/healthz")).status_code == 200  # the worker is still serving
+
+
+def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(system: System) -> None:
+    jwt_token = token("domain-fuzz", ["*"])
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "schemathesis"),
+            "run",
+            f"{system.gateway_url}/openapi.json",
+            "-H",
+            f"X-Auth-Token: {jwt_token}",
+            "-H",
+            f"Authorization: OAuth {jwt_token}",
+            "--max-examples",
+            "15",
+            "--phases",
+            "examples,fuzzing",
+            "--checks",
+            "not_a_server_error,response_schema_conformance",
+            "--seed",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    summary = result.stdout[-3000:]
+    assert result.returncode == 0, summary
+    assert re.search(r"(\d+) generated, \1 passed", summary), summary
