@@ -156,6 +156,23 @@ def keys_create(
     typer.echo(f"AK: {key.ak}\nSK: {key.sk}\n\nAdd this line to the access-key file:\n{key.line()}")
 
 
+dlq = typer.Typer(help="Dead-lettered messages: look at them, and replay them after a fix.")
+app.add_typer(dlq, name="dlq")
+
+
+@dlq.command("replay")
+def dlq_replay(
+    service: Annotated[str, typer.Argument(help="registry, command-result, task-lock, …")],
+    limit: Annotated[int, typer.Option(help="replay at most this many")] = 1000,
+    dry_run: Annotated[bool, typer.Option(help="only list what would be replayed")] = False,
+) -> None:
+    """Moves messages from rehost.<service>.dlq back onto rehost.commands, as they were sent."""
+    from shared.replay import replay
+
+    for line in asyncio.run(replay(get_settings().amqp_url, service, limit, dry_run)):
+        typer.echo(line)
+
+
 @app.command()
 def schemas() -> None:
     """Print the JSON Schema of every command and event body."""

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -15,6 +18,7 @@ import pytest
 
 from shared.topology import COMMANDS
 from tests.conftest import auth
+from tests.e2e.helpers import eventually
 from tests.e2e.test_events_and_commands import request_over_amqp
 from tests.e2e.test_sources_api import assert_sms_error, count_named, register, server
 from tests.support.integrator import event_tap
@@ -190,3 +194,52 @@ async def test_restarting_the_registry_loses_nothing_acknowledged(
     assert listed.json()["count"] == 150
     registered = {e.body["aggregate_id"] for e in tap.received if e.body["domain_id"] == domain}
     assert len(registered) == 150  # every server's event at least once; ids dedupe the rest
+
+
+async def test_a_dead_letter_is_replayed_after_a_fix_with_the_documented_command(
+    client: httpx.AsyncClient, amqp_url: str, base_env: dict[str, str]
+) -> None:
+    db = Path(base_env["REHOST_DATA_DIR"]) / "registry.db"
+    name = f"fixable-{uuid.uuid4().hex[:6]}"
+    with sqlite3.connect(db) as conn:  # the cause: the store refuses this server
+        conn.execute(
+            f"CREATE TRIGGER refuse_fixable BEFORE INSERT ON sources "
+            f"WHEN json_extract(NEW.data, '$.name') = '{name}' "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+    try:
+        await publish_raw(
+            amqp_url,
+            "sms.source.register",
+            json.dumps(server(name)).encode(),
+            message_id=f"replay-{name}",
+            headers={"domain_id": "domain-a"},
+        )
+        await eventually(lambda: _dead_letter_count(amqp_url), timeout=60)
+    finally:
+        with sqlite3.connect(db) as conn:  # the fix
+            conn.execute("DROP TRIGGER refuse_fixable")
+    env = {**os.environ, "REHOST_AMQP_URL": amqp_url}
+    command = [sys.executable, "-m", "services.cli", "dlq", "replay", "registry"]
+    listed = await asyncio.to_thread(
+        subprocess.run, [*command, "--dry-run"], env=env, capture_output=True, text=True, check=True
+    )
+    assert f"replay-{name} sms.source.register delivery_limit" in listed.stdout
+    replayed = await asyncio.to_thread(
+        subprocess.run, command, env=env, capture_output=True, text=True, check=True
+    )
+    assert "replayed 1 message(s)" in replayed.stdout
+    await eventually(lambda: _named(client, name), timeout=20)
+    assert await _dead_letter_count(amqp_url) == 0
+
+
+async def _dead_letter_count(amqp_url: str) -> int:
+    connection = await aio_pika.connect_robust(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue("rehost.registry.dlq", passive=True)
+        return int(declared.declaration_result.message_count or 0)
+
+
+async def _named(client: httpx.AsyncClient, name: str) -> bool:
+    return await count_named(client, name) == 1
