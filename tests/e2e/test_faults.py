@@ -13,6 +13,7 @@ import time
 import uuid
 from pathlib import Path
 
+import aio_pika
 import httpx
 import pytest
 
@@ -251,3 +252,50 @@ async def test_soak_killing_every_service_once_under_5000_calls(
 ) -> None:
     figures = await crash_run(client, system, amqp_url, base_env, calls=5000)
     assert figures["acknowledged"] > 1000
+
+
+async def test_a_gateway_past_its_bound_answers_503_at_once_and_the_queue_holds_the_rest(
+    system: System, amqp_url: str
+) -> None:
+    bounded = system.add(
+        "gateway", None, extra={"REHOST_MAX_IN_FLIGHT": "4"}, name="gateway-bounded"
+    )
+    bounded.start()
+    system["task-lock"].stop()
+    try:
+        url = bounded.ready_url.removesuffix("/readyz")
+        async with httpx.AsyncClient(base_url=url, timeout=15) as http:
+
+            async def one() -> tuple[int, str, float]:
+                started = time.monotonic()
+                response = await http.get("/v3/tasks", headers=auth())
+                return (
+                    response.status_code,
+                    response.json()["error_code"],
+                    time.monotonic() - started,
+                )
+
+            answers = await asyncio.gather(*(one() for _ in range(20)))
+        busy = [a for a in answers if a[1] == "SMS.9504"]
+        waited = [a for a in answers if a[1] == "SMS.9503"]
+        assert {a[0] for a in answers} == {503}
+        assert len(waited) == 4 and len(busy) == 16
+        assert all(elapsed < 1.0 for _, _, elapsed in busy)  # refused at once, not piled up
+        depth = await _queue_depth(amqp_url, "rehost.task-lock")
+        assert depth >= 4  # what was accepted waits in the broker, not in a process
+    finally:
+        system["task-lock"].start()
+        bounded.stop()
+    assert await eventually(lambda: _queue_empty(amqp_url, "rehost.task-lock"), timeout=20)
+
+
+async def _queue_depth(amqp_url: str, queue: str) -> int:
+    connection = await aio_pika.connect_robust(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return int(declared.declaration_result.message_count or 0)
+
+
+async def _queue_empty(amqp_url: str, queue: str) -> bool:
+    return await _queue_depth(amqp_url, queue) == 0
