@@ -38,6 +38,13 @@ class PermanentError(Exception):
     """This message can never be handled; it goes to the dead-letter queue."""
 
 
+def tenant(incoming: Incoming) -> str:
+    """The message's tenant; a command without one can never be handled."""
+    if not incoming.domain_id:
+        raise PermanentError("the domain_id header is missing")
+    return incoming.domain_id
+
+
 class _ShuttingDown(Exception):
     """Raised instead of retrying once the consumer stops: the message is requeued."""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from shared.aggregates import apply
 from shared.bus import Requester
-from shared.consumer import Handler, PermanentError
+from shared.consumer import Handler, tenant
 from shared.contracts.commands import (
     EnqueueCommand,
     ReportResult,
@@ -25,12 +25,6 @@ from shared.store import Query, Store
 from shared.telemetry import current_trace_id
 
 from . import channels, results
-
-
-def _tenant(incoming: Incoming) -> str:
-    if not incoming.domain_id:
-        raise PermanentError("the domain_id header is missing")
-    return incoming.domain_id
 
 
 class CommandResultHandlers:
@@ -47,7 +41,7 @@ class CommandResultHandlers:
         }
 
     async def report_result(self, incoming: Incoming) -> Reply:
-        domain_id = _tenant(incoming)
+        domain_id = tenant(incoming)
         report = ReportResult.model_validate_json(incoming.body)
         reason = str(report.result_detail)[:1024] if report.result == "fail" else None
         transition = TransitionRequest(
@@ -88,7 +82,7 @@ class CommandResultHandlers:
         return Reply(status=200, body={}) if recorded.status == 200 else recorded
 
     async def enqueue(self, incoming: Incoming) -> Reply:
-        domain_id = _tenant(incoming)
+        domain_id = tenant(incoming)
         command = EnqueueCommand.model_validate_json(incoming.body)
         return await apply(
             self.store,
@@ -99,7 +93,7 @@ class CommandResultHandlers:
         )
 
     async def next_command(self, incoming: Incoming) -> Reply:
-        domain_id = _tenant(incoming)
+        domain_id = tenant(incoming)
         query = ServerCommandsQuery.model_validate_json(incoming.body)
         channel = await self.store.get(channels.COLLECTION, query.server_id)
         if channel is None or channel.domain_id != domain_id:
@@ -109,7 +103,7 @@ class CommandResultHandlers:
         return Reply(status=200, body=channels.next_command(channel).model_dump(mode="json"))
 
     async def list_results(self, incoming: Incoming) -> Reply:
-        domain_id = _tenant(incoming)
+        domain_id = tenant(incoming)
         query = ServerCommandsQuery.model_validate_json(incoming.body)
         page = await self.store.find(
             results.COLLECTION,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from shared.aggregates import apply
-from shared.consumer import Handler, PermanentError
+from collections.abc import Callable
+
+from shared.aggregates import Decision, apply
+from shared.consumer import Handler, tenant
 from shared.contracts.lifecycle import TaskClaim, TransitionRequest
 from shared.contracts.sources import ListSources, SourceServerBody, SourceServerRef
 from shared.envelope import Incoming, Reply, new_id, utcnow
@@ -12,12 +14,6 @@ from shared.store import Document, Query, Store
 
 from . import sources
 from .sources import COLLECTION
-
-
-def _tenant(incoming: Incoming) -> str:
-    if not incoming.domain_id:
-        raise PermanentError("the domain_id header is missing")
-    return incoming.domain_id
 
 
 class RegistryHandlers:
@@ -36,7 +32,7 @@ class RegistryHandlers:
         }
 
     async def register(self, incoming: Incoming) -> Reply:
-        domain_id = _tenant(incoming)
+        domain_id = tenant(incoming)
         body = SourceServerBody.model_validate_json(incoming.body)
         server_id = new_id()
 
@@ -56,19 +52,29 @@ class RegistryHandlers:
             ),
         )
 
-    async def delete(self, incoming: Incoming) -> Reply:
-        domain_id = _tenant(incoming)
-        ref = SourceServerRef.model_validate_json(incoming.body)
+    async def _on_server(
+        self, incoming: Incoming, server_id: str, decide: Callable[[Document | None], Decision]
+    ) -> Reply:
+        """Applies `decide` to the server `server_id` (the load–decide–save loop)."""
         return await apply(
             self.store,
             COLLECTION,
             incoming.message_id,
-            lambda: self.store.get(COLLECTION, ref.server_id),
+            lambda: self.store.get(COLLECTION, server_id),
+            decide,
+        )
+
+    async def delete(self, incoming: Incoming) -> Reply:
+        domain_id = tenant(incoming)
+        ref = SourceServerRef.model_validate_json(incoming.body)
+        return await self._on_server(
+            incoming,
+            ref.server_id,
             lambda current: sources.delete(current, ref.server_id, domain_id, utcnow()),
         )
 
     async def get(self, incoming: Incoming) -> Reply:
-        domain_id = _tenant(incoming)
+        domain_id = tenant(incoming)
         ref = SourceServerRef.model_validate_json(incoming.body)
         doc = sources.visible(await self.store.get(COLLECTION, ref.server_id), domain_id)
         if doc is None:
@@ -78,7 +84,7 @@ class RegistryHandlers:
         return Reply(status=200, body=sources.view(doc))
 
     async def list(self, incoming: Incoming) -> Reply:
-        domain_id = _tenant(incoming)
+        domain_id = tenant(incoming)
         query = ListSources.model_validate_json(incoming.body)
         equals = {k: v for k, v in (("state", query.state), ("ip", query.ip)) if v is not None}
         page = await self.store.find(
@@ -95,34 +101,26 @@ class RegistryHandlers:
         return Reply(status=200, body=body)
 
     async def transition(self, incoming: Incoming) -> Reply:
-        domain_id = _tenant(incoming)
+        domain_id = tenant(incoming)
         request = TransitionRequest.model_validate_json(incoming.body)
-        return await apply(
-            self.store,
-            COLLECTION,
-            incoming.message_id,
-            lambda: self.store.get(COLLECTION, request.server_id),
+        return await self._on_server(
+            incoming,
+            request.server_id,
             lambda current: sources.apply_transition(current, request, domain_id, utcnow()),
         )
 
     async def claim(self, incoming: Incoming) -> Reply:
-        domain_id = _tenant(incoming)
+        domain_id = tenant(incoming)
         request = TaskClaim.model_validate_json(incoming.body)
-        return await apply(
-            self.store,
-            COLLECTION,
-            incoming.message_id,
-            lambda: self.store.get(COLLECTION, request.server_id),
-            lambda current: sources.claim(current, request, domain_id),
+        return await self._on_server(
+            incoming, request.server_id, lambda current: sources.claim(current, request, domain_id)
         )
 
     async def release(self, incoming: Incoming) -> Reply:
-        domain_id = _tenant(incoming)
+        domain_id = tenant(incoming)
         request = TaskClaim.model_validate_json(incoming.body)
-        return await apply(
-            self.store,
-            COLLECTION,
-            incoming.message_id,
-            lambda: self.store.get(COLLECTION, request.server_id),
+        return await self._on_server(
+            incoming,
+            request.server_id,
             lambda current: sources.release(current, request, domain_id),
         )

@@ -11,24 +11,12 @@ table; the README's diagram is checked against it by a test.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import get_args
 
 from shared.contracts.lifecycle import ActionCause, ResultCause
 from shared.contracts.sources import MigrationCycle, SourceState
 
-STATES: tuple[SourceState, ...] = (
-    "unavailable",
-    "waiting",
-    "initialize",
-    "replicate",
-    "syncing",
-    "stopping",
-    "stopped",
-    "deleting",
-    "error",
-    "cloning",
-    "cutovering",
-    "finished",
-)
+STATES: tuple[SourceState, ...] = get_args(SourceState)
 TERMINAL: frozenset[SourceState] = frozenset({"finished", "deleting"})
 # States in which an agent is working: a failed migration command here means `error`.
 ACTIVE: frozenset[SourceState] = frozenset(

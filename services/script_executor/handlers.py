@@ -13,7 +13,7 @@ from typing import Any
 from shared.aggregates import Decision, NewCommand, NewEvent, apply
 from shared.bus import Requester
 from shared.config import Settings
-from shared.consumer import Handler, PermanentError
+from shared.consumer import Handler, PermanentError, tenant
 from shared.contracts.scripts import (
     AgentRun,
     ExecuteCommand,
@@ -41,12 +41,6 @@ AGENTS = "agents"
 
 def agent_queue(agent_sn: str) -> str:
     return f"rehost.agent.{agent_sn}"
-
-
-def _tenant(incoming: Incoming) -> str:
-    if not incoming.domain_id:
-        raise PermanentError("the domain_id header is missing")
-    return incoming.domain_id
 
 
 def execution_not_found(execute_uuid: str) -> Reply:
@@ -105,7 +99,7 @@ class ScriptExecutorHandlers:
     # -- scripts ------------------------------------------------------------------
 
     async def create_script(self, incoming: Incoming) -> Reply:
-        domain_id = _tenant(incoming)
+        domain_id = tenant(incoming)
         body = ScriptBody.model_validate_json(incoming.body)
         script_uuid = derived_id(incoming.message_id, "script")
         return await apply(
@@ -121,7 +115,7 @@ class ScriptExecutorHandlers:
 
     async def get_script(self, incoming: Incoming) -> Reply:
         ref = ScriptRef.model_validate_json(incoming.body)
-        script = await self._script(ref.script_uuid, _tenant(incoming))
+        script = await self._script(ref.script_uuid, tenant(incoming))
         if script is None:
             return scripts.not_found(ref.script_uuid)
         return Reply(status=200, body={"data": scripts.view(script)})
@@ -130,13 +124,13 @@ class ScriptExecutorHandlers:
         page = Page.model_validate_json(incoming.body)
         found = await self.store.find(
             scripts.COLLECTION,
-            Query(domain_id=_tenant(incoming), limit=page.limit, offset=page.offset),
+            Query(domain_id=tenant(incoming), limit=page.limit, offset=page.offset),
         )
         body = {"data": [scripts.view(d) for d in found.items], "total": found.total}
         return Reply(status=200, body={"data": body})
 
     async def delete_script(self, incoming: Incoming) -> Reply:
-        domain_id = _tenant(incoming)
+        domain_id = tenant(incoming)
         ref = ScriptRef.model_validate_json(incoming.body)
         return await apply(
             self.store,
@@ -168,7 +162,7 @@ class ScriptExecutorHandlers:
         return fresh and agent.domain_id == domain_id
 
     async def execute(self, incoming: Incoming) -> Reply:
-        domain_id = _tenant(incoming)
+        domain_id = tenant(incoming)
         command = ExecuteCommand.model_validate_json(incoming.body)
         script = await self._script(command.script_uuid, domain_id)
         if script is None:
@@ -205,7 +199,7 @@ class ScriptExecutorHandlers:
 
     async def get_order(self, incoming: Incoming) -> Reply:
         ref = OrderRef.model_validate_json(incoming.body)
-        doc = await self._execution(ref.execute_uuid, _tenant(incoming))
+        doc = await self._execution(ref.execute_uuid, tenant(incoming))
         if doc is None:
             return execution_not_found(ref.execute_uuid)
         return Reply(status=200, body={"data": order_summary(doc.data)})
@@ -213,21 +207,21 @@ class ScriptExecutorHandlers:
     async def list_orders(self, incoming: Incoming) -> Reply:
         page = Page.model_validate_json(incoming.body)
         found = await self.store.find(
-            EXECUTIONS, Query(domain_id=_tenant(incoming), limit=page.limit, offset=page.offset)
+            EXECUTIONS, Query(domain_id=tenant(incoming), limit=page.limit, offset=page.offset)
         )
         body = {"data": [order_summary(d.data) for d in found.items], "total": found.total}
         return Reply(status=200, body={"data": body})
 
     async def order_batches(self, incoming: Incoming) -> Reply:
         ref = OrderRef.model_validate_json(incoming.body)
-        doc = await self._execution(ref.execute_uuid, _tenant(incoming))
+        doc = await self._execution(ref.execute_uuid, tenant(incoming))
         if doc is None:
             return execution_not_found(ref.execute_uuid)
         return Reply(status=200, body={"data": batch_summaries(doc.data)})
 
     async def order_batch(self, incoming: Incoming) -> Reply:
         ref = OrderRef.model_validate_json(incoming.body)
-        doc = await self._execution(ref.execute_uuid, _tenant(incoming))
+        doc = await self._execution(ref.execute_uuid, tenant(incoming))
         if doc is None:
             return execution_not_found(ref.execute_uuid)
         batch = next((b for b in doc.data["batches"] if b["batch_index"] == ref.batch_index), None)
@@ -244,13 +238,13 @@ class ScriptExecutorHandlers:
 
     async def order_statistics(self, incoming: Incoming) -> Reply:
         ref = OrderRef.model_validate_json(incoming.body)
-        doc = await self._execution(ref.execute_uuid, _tenant(incoming))
+        doc = await self._execution(ref.execute_uuid, tenant(incoming))
         if doc is None:
             return execution_not_found(ref.execute_uuid)
         return Reply(status=200, body={"data": executions.statistics(doc.data)})
 
     async def operate(self, incoming: Incoming) -> Reply:
-        domain_id = _tenant(incoming)
+        domain_id = tenant(incoming)
         command = OrderOperationCommand.model_validate_json(incoming.body)
         doc = await self._execution(command.execute_uuid, domain_id)
         if doc is None:
@@ -382,7 +376,7 @@ class ScriptExecutorHandlers:
     # -- ZStack guest-VM commands -----------------------------------------------------
 
     async def vm_exec(self, incoming: Incoming) -> Reply:
-        domain_id = _tenant(incoming)
+        domain_id = tenant(incoming)
         command = VmCommand.model_validate_json(incoming.body)
         return await vm_commands.execute(
             self.store, incoming.message_id, command, domain_id, self.settings

@@ -12,7 +12,7 @@ from __future__ import annotations
 from shared import metrics
 from shared.aggregates import Decision, apply
 from shared.bus import Requester
-from shared.consumer import Handler, PermanentError
+from shared.consumer import Handler, tenant
 from shared.contracts.lifecycle import ActionCause, TaskClaim, TransitionRequest
 from shared.contracts.tasks import (
     ListTasks,
@@ -28,12 +28,6 @@ from shared.failpoints import failpoint
 from shared.store import Document, Query, Store
 
 from . import locks, tasks
-
-
-def _tenant(incoming: Incoming) -> str:
-    if not incoming.domain_id:
-        raise PermanentError("the domain_id header is missing")
-    return incoming.domain_id
 
 
 class TaskLockHandlers:
@@ -59,7 +53,7 @@ class TaskLockHandlers:
         return tasks.visible(await self.store.get(tasks.COLLECTION, task_id), domain_id)
 
     async def create(self, incoming: Incoming) -> Reply:
-        domain_id = _tenant(incoming)
+        domain_id = tenant(incoming)
         body = TaskBody.model_validate_json(incoming.body)
         task_id = derived_id(incoming.message_id, "task")
         claim = TaskClaim(server_id=body.source_server.id, task_id=task_id)
@@ -81,7 +75,7 @@ class TaskLockHandlers:
         )
 
     async def action(self, incoming: Incoming) -> Reply:
-        domain_id = _tenant(incoming)
+        domain_id = tenant(incoming)
         command = TaskActionCommand.model_validate_json(incoming.body)
         task = await self._task(command.task_id, domain_id)
         if task is None:
@@ -158,7 +152,7 @@ class TaskLockHandlers:
         )
 
     async def unlock(self, incoming: Incoming) -> Reply:
-        domain_id = _tenant(incoming)
+        domain_id = tenant(incoming)
         ref = TaskRef.model_validate_json(incoming.body)
         task = await self._task(ref.task_id, domain_id)
         if task is None:
@@ -167,7 +161,7 @@ class TaskLockHandlers:
         return Reply(status=200, body={})
 
     async def delete(self, incoming: Incoming) -> Reply:
-        domain_id = _tenant(incoming)
+        domain_id = tenant(incoming)
         ref = TaskRef.model_validate_json(incoming.body)
         task = await self._task(ref.task_id, domain_id)
         if task is None:
@@ -194,7 +188,7 @@ class TaskLockHandlers:
         )
 
     async def get(self, incoming: Incoming) -> Reply:
-        domain_id = _tenant(incoming)
+        domain_id = tenant(incoming)
         ref = TaskRef.model_validate_json(incoming.body)
         task = await self._task(ref.task_id, domain_id)
         if task is None:
@@ -202,7 +196,7 @@ class TaskLockHandlers:
         return Reply(status=200, body=tasks.view(task))
 
     async def list(self, incoming: Incoming) -> Reply:
-        domain_id = _tenant(incoming)
+        domain_id = tenant(incoming)
         query = ListTasks.model_validate_json(incoming.body)
         equals = {
             k: v

@@ -13,20 +13,10 @@ import jwt
 import pytest
 
 from tests.conftest import SECRET, auth, token
+from tests.e2e.helpers import assert_sms_error, register
+from tests.e2e.helpers import server_body as server
 
 EXAMPLE = (Path(__file__).parents[1] / "fixtures" / "sms-register-example.json").read_bytes()
-
-
-def server(hostname: str | None = None, **fields: Any) -> dict[str, Any]:
-    hostname = hostname or f"host-{uuid.uuid4().hex[:10]}"
-    return {
-        "hostname": hostname,
-        "name": hostname,
-        "ip": "10.0.0.7",
-        "os_type": "LINUX",
-        "os_version": "UBUNTU_22_04_64BIT",
-        **fields,
-    }
 
 
 def assert_contains(got: Any, sent: Any, path: str = "") -> None:
@@ -44,27 +34,10 @@ def assert_contains(got: Any, sent: Any, path: str = "") -> None:
         assert got == sent, f"{path}: {got!r} != {sent!r}"
 
 
-def assert_sms_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body: dict[str, Any] = response.json()
-    assert body["error_code"] == code, body
-    assert isinstance(body["error_msg"], str) and body["error_msg"]
-    return body
-
-
 async def count_named(client: httpx.AsyncClient, name: str, domain: str = "domain-a") -> int:
     response = await client.get("/v3/sources", params={"name": name}, headers=auth(domain))
     assert response.status_code == 200, response.text
     return sum(1 for s in response.json()["source_servers"] if s.get("name") == name)
-
-
-async def register(
-    client: httpx.AsyncClient, body: dict[str, Any], domain: str = "domain-a"
-) -> str:
-    response = await client.post("/v3/sources", json=body, headers=auth(domain))
-    assert response.status_code == 200, response.text
-    server_id: str = response.json()["id"]
-    return server_id
 
 
 async def test_seed_example_byte_for_byte_registers_and_reads_back(
