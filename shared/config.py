@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     )
     reply_timeout: float = Field(default=10.0, description="seconds the gateway waits for a reply")
     max_body_bytes: int = 1_048_576
+    max_message_bytes: int = Field(
+        default=4_194_304, description="larger command messages are dead-lettered unread"
+    )
     max_in_flight: int = Field(default=512, description="gateway requests awaiting a reply")
     prefetch: int = 64
     delivery_limit: int = 5

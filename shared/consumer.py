@@ -61,6 +61,7 @@ class Consumer:
         queries: frozenset[str] = frozenset(),
         after_commit: Callable[[], None] = lambda: None,
         family: Family = Family.SMS,
+        max_message_bytes: int = 4_194_304,
     ) -> None:
         self.bus = bus
         self.queue = queue
@@ -70,6 +71,7 @@ class Consumer:
         self.queries = queries
         self.after_commit = after_commit
         self.family = family
+        self.max_message_bytes = max_message_bytes
         self.store_ok = True
         self._channel: AbstractChannel | None = None
         self._tag: str | None = None
@@ -151,6 +153,10 @@ class Consumer:
         self._count(incoming, "acked")
 
     def _handler_for(self, incoming: Incoming) -> Handler:
+        if len(incoming.body) > self.max_message_bytes:
+            raise PermanentError(
+                f"oversized: {len(incoming.body)} bytes, the limit is {self.max_message_bytes}"
+            )
         if incoming.schema_version != SCHEMA_VERSION:
             raise PermanentError(f"unsupported schema_version {incoming.schema_version}")
         handler = self.handlers.get(incoming.routing_key) or self._by_pattern(incoming.routing_key)

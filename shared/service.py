@@ -90,6 +90,7 @@ async def run_service(definition: ServiceDefinition, settings: Settings) -> None
         queries=definition.queries,
         after_commit=relay.wake,
         family=definition.family,
+        max_message_bytes=settings.max_message_bytes,
     )
 
     async def readiness() -> dict[str, bool]:

@@ -102,13 +102,21 @@ async def test_malformed_and_unknown_messages_are_dead_lettered_with_a_reason(
         message_id="bad-version",
         headers={**headers, "schema_version": 99},
     )
+    await publish_raw(
+        amqp_url,
+        "sms.source.register",
+        b'{"name": "' + b"x" * 5_000_000 + b'"}',
+        message_id="oversized",
+        headers=headers,
+    )
     found = {m.message_id: m for m in await dead_letters(amqp_url)}
-    while len(found) < 3:
+    while len(found) < 4:
         more = await dead_letters(amqp_url, timeout=5)
         if not more:
             break
         found.update({m.message_id: m for m in more})
-    assert set(found) >= {"bad-json", "bad-key", "bad-version"}
+    assert set(found) >= {"bad-json", "bad-key", "bad-version", "oversized"}
+    assert "oversized" in found["oversized"].headers["x-rehost-reason"]
     assert "malformed" in found["bad-json"].headers["x-rehost-reason"]
     assert "unknown routing key" in found["bad-key"].headers["x-rehost-reason"]
     assert "schema_version" in found["bad-version"].headers["x-rehost-reason"]
