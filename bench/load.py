@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +25,11 @@ request = function()
   counter = counter + 1
   local body = bodies[(counter % #bodies) + 1]
   local path = "{path}"
-  if type(body) == "table" then path = body[1]; body = body[2] end
-  return wrk.format(nil, path, nil, body)
+  local headers = nil
+  if type(body) == "table" then
+    path = body[1]; headers = body[3]; body = body[2]
+  end
+  return wrk.format(nil, path, headers, body)
 end
 """
 
@@ -42,10 +46,26 @@ def _lua_string(text: str) -> str:
     return "[==[" + text + "]==]"
 
 
+Request = str | tuple[str, str] | tuple[str, str, dict[str, str]]
+
+
+def _lua_item(item: Request) -> str:
+    if isinstance(item, str):
+        return _lua_string(item)
+    path, body = item[0], item[1]
+    if len(item) == 2:  # no headers of its own: wrk's defaults (token, content type) apply
+        return "{" + _lua_string(path) + "," + _lua_string(body) + "}"
+    headers = item[2]  # type: ignore[misc]
+    table = (
+        "{" + ",".join(f"[ {_lua_string(k)} ]={_lua_string(v)}" for k, v in headers.items()) + "}"
+    )
+    return "{" + _lua_string(path) + "," + _lua_string(body) + "," + table + "}"
+
+
 def wrk(
     url: str,
     path: str,
-    bodies: list[str] | list[tuple[str, str]],
+    bodies: Sequence[Request],
     headers: dict[str, str],
     *,
     seconds: int,
@@ -56,12 +76,7 @@ def wrk(
     """Throughput and latency at `connections` concurrent connections (wrk -t2 -c64)."""
     if shutil.which("wrk") is None:
         raise SystemExit("bench needs wrk: apt-get install wrk")
-    items = []
-    for body in bodies:
-        if isinstance(body, tuple):
-            items.append("{" + _lua_string(body[0]) + "," + _lua_string(body[1]) + "}")
-        else:
-            items.append(_lua_string(body))
+    items = [_lua_item(item) for item in bodies]
     script = LUA.format(
         method=method,
         path=path,
@@ -115,11 +130,14 @@ async def at_rate(
         async def one(path: str, body: str) -> None:
             nonlocal errors
             started = time.perf_counter()
-            response = await http.post(
-                path, content=body, headers={"Content-Type": "application/json"}
-            )
+            try:
+                response = await http.post(
+                    path, content=body, headers={"Content-Type": "application/json"}
+                )
+                errors += response.status_code >= 300
+            except httpx.HTTPError:
+                errors += 1
             latencies.append((time.perf_counter() - started) * 1000)
-            errors += response.status_code >= 300
 
         tasks = []
         start = time.perf_counter()
