@@ -21,6 +21,16 @@ wrk.headers["Content-Type"] = "application/json"
 {headers}
 local bodies = {bodies}
 local counter = 0
+-- Each wrk thread has its own Lua state: start them at different places in the list,
+-- or both would send the same requests (and the second copy would be a no-op or a 409).
+local threads = 0
+function setup(thread)
+  thread:set("id", threads)
+  threads = threads + 1
+end
+function init(args)
+  counter = (id or 0) * math.floor(#bodies / 2)
+end
 request = function()
   counter = counter + 1
   local body = bodies[(counter % #bodies) + 1]

@@ -19,6 +19,7 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractRobustConnection,
 )
+from aiormq.exceptions import ChannelInvalidStateError
 from opentelemetry import trace
 
 from shared import metrics
@@ -103,7 +104,12 @@ class Bus:
                     else await channel.get_exchange(exchange, ensure=False)
                 )
                 await ex.publish(message, routing_key=routing_key, timeout=timeout)
-            except (TimeoutError, aio_pika.exceptions.AMQPError, ConnectionError) as exc:
+            except (
+                TimeoutError,
+                ConnectionError,
+                aio_pika.exceptions.AMQPError,
+                ChannelInvalidStateError,  # the channel closed under us: the broker went away
+            ) as exc:
                 raise Unavailable(f"publish failed: {exc!r}") from exc
 
     async def reply(self, incoming: Incoming, reply: Reply) -> None:

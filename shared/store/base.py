@@ -108,7 +108,5 @@ class Store(Protocol):
     async def with_outbox(self, collection: str, limit: int) -> list[Document]:
         """Documents that have events not yet published."""
 
-    async def outbox_size(self, collection: str) -> int: ...
-
     async def mark_published(self, collection: str, doc_id: str, event_ids: list[str]) -> None:
         """Removes these events from the document's outbox."""

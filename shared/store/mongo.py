@@ -109,9 +109,6 @@ class MongoStore:
         async with self._errors():
             return [q.to_document(raw) async for raw in coll.find(q.OUTBOX_FILTER).limit(limit)]
 
-    async def outbox_size(self, collection: str) -> int:
-        return sum(len(d.outbox) for d in await self.with_outbox(collection, 10_000))
-
     async def mark_published(self, collection: str, doc_id: str, event_ids: list[str]) -> None:
         coll = await self._coll(collection)
         async with self._errors():

@@ -359,12 +359,6 @@ class SqliteStore:
         rows = await self._run(lambda: self.conn.execute(sql, [limit]).fetchall())
         return [_row_to_doc(tuple(r)) for r in rows]
 
-    async def outbox_size(self, collection: str) -> int:
-        table = await self._table(collection)
-        sql = f"SELECT coalesce(sum(json_array_length(outbox)), 0) FROM {table} WHERE pending"
-        (size,) = await self._run(lambda: self.conn.execute(sql).fetchone())
-        return int(size)
-
     @_traced("mark_published")
     async def mark_published(self, collection: str, doc_id: str, event_ids: list[str]) -> None:
         table = await self._table(collection)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import httpx
 
+from shared.contracts.catalog import EVENTS
+from shared.envelope import Event
 from tests.conftest import auth
 from tests.e2e.helpers import act, create_task, eventually, ok, register, report, source, task
 from tests.support.integrator import event_tap
@@ -19,7 +21,10 @@ async def next_command(client: httpx.AsyncClient, server_id: str) -> dict[str, o
 async def test_happy_path_from_registration_to_finished(
     client: httpx.AsyncClient, amqp_url: str
 ) -> None:
-    async with event_tap(amqp_url, "source.state_changed") as tap:
+    async with (
+        event_tap(amqp_url, "#") as everything,
+        event_tap(amqp_url, "source.state_changed") as tap,
+    ):
         server_id = await register(client)
         assert (await next_command(client, server_id))["command_name"] == ""
         task_id = await create_task(client, server_id)
@@ -45,6 +50,23 @@ async def test_happy_path_from_registration_to_finished(
 
     shown = await source(client, server_id)
     assert (shown["state"], shown["migration_cycle"]) == ("finished", "cutovered")
+    # Every event of the migration is its envelope around the body the catalog publishes.
+    kinds = set()
+    for received in everything.received:
+        if received.message.routing_key.startswith("agent."):
+            continue  # agents' reports are bodies without the event envelope
+        event = Event.model_validate(received.body)
+        EVENTS[event.type].model_validate(event.data)
+        kinds.add(event.type)
+    assert {
+        "source.registered",
+        "task.created",
+        "task.target_locked",
+        "command.queued",
+        "command.result_recorded",
+        "task.state_changed",
+        "task.target_unlocked",
+    } <= kinds
     events = tap.of(server_id)
     assert [(e["data"]["from"], e["data"]["to"]) for e in events] == [
         ("waiting", "initialize"),

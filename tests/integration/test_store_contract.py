@@ -106,7 +106,7 @@ class StoreContract:
         assert [e["event_id"] for e in got.outbox] == [first["event_id"], second["event_id"]]
         assert got.reply_to("m1") == {"status": 200, "body": {"id": "x"}}
         assert got.reply_to("m3") is None
-        assert await store.outbox_size(self.collection) == 2
+        assert sum(len(d.outbox) for d in await store.with_outbox(self.collection, 10)) == 2
         assert [d.id for d in await store.with_outbox(self.collection, 10)] == [new.id]
 
     async def test_mark_published_keeps_events_added_meanwhile(self, store: Store) -> None:
@@ -120,7 +120,6 @@ class StoreContract:
         assert got.version == 2  # publishing does not count as a change
         await store.mark_published(self.collection, new.id, [str(second["event_id"])])
         assert await store.with_outbox(self.collection, 10) == []
-        assert await store.outbox_size(self.collection) == 0
 
     async def test_applied_memory_is_bounded(self, store: Store) -> None:
         new = doc()
