@@ -15,9 +15,11 @@ from typing import Any
 import aio_pika
 import httpx
 import pytest
+from aiormq.exceptions import ChannelAccessRefused
 
 from tests.conftest import token
 from tests.e2e.helpers import eventually, ok
+from tests.support import broker
 from tests.support.integrator import event_tap
 from tests.support.processes import System
 
@@ -625,3 +627,43 @@ async def test_zstack_timeout_unknown_vm_and_auth(client: httpx.AsyncClient, vm_
         "/zstack/v1/vm-instances/commands/exec", json={"params": {}}, headers=zstack()
     )
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "SYS.1007"
+
+
+async def test_an_agent_with_the_documented_permissions_reaches_its_own_queue_only(
+    coc: httpx.AsyncClient, system: System, amqp_url: str
+) -> None:
+    vhost = amqp_url.rsplit("/", 1)[1] or "/"
+    sn = f"perm-{uuid.uuid4().hex[:6]}"
+    user, password = f"agent-{sn}", uuid.uuid4().hex
+    escaped = sn.replace("-", "\\-")
+    own_queue, events_key = f"^rehost\\.agent\\.{escaped}$", f"^agent\\.{escaped}\\."
+    for args in (
+        ["add_user", user, password],
+        ["set_permissions", "-p", vhost, user, own_queue, "^rehost\\.events$", own_queue],
+        ["set_topic_permissions", "-p", vhost, user, "rehost.events", events_key, "^$"],
+    ):
+        await asyncio.to_thread(broker.rabbitmqctl, *args)
+    own_url = f"amqp://{user}:{password}@127.0.0.1:5672/{vhost}"
+    agent = system.add_agent(sn, extra={"REHOST_AGENT_AMQP_URL": own_url})
+    agent.start()
+    try:
+        await consuming(amqp_url, [sn])
+        await _all_online(coc, [sn])
+        script = await create_script(coc, "echo with my own account")
+        execute_uuid = await execute(coc, script, [[sn]])
+        await wait_done(coc, execute_uuid)
+        [host] = (await batch(coc, execute_uuid, 1))["instances"]
+        assert host["status"] == "SUCCESS" and host["stdout"] == "with my own account\n"
+        connection = await aio_pika.connect_robust(own_url)
+        async with connection:
+            channel = await connection.channel()
+            registry = await channel.declare_queue("rehost.registry", passive=True)
+            with pytest.raises(ChannelAccessRefused):  # reading another service's queue
+                await registry.get(fail=False)
+            channel = await connection.channel(publisher_confirms=True)
+            events = await channel.get_exchange("rehost.events", ensure=False)
+            with pytest.raises(ChannelAccessRefused):  # an event that is not its own
+                await events.publish(aio_pika.Message(b"{}"), routing_key="source.deleted")
+    finally:
+        agent.stop()
+        await asyncio.to_thread(broker.rabbitmqctl, "delete_user", user)
