@@ -9,6 +9,8 @@ outbox, (4) the relay publishes them. A refusal at (2) gives the lock back.
 
 from __future__ import annotations
 
+from pydantic import BaseModel
+
 from shared import metrics
 from shared.aggregates import Decision, apply
 from shared.bus import Requester
@@ -46,8 +48,17 @@ class TaskLockHandlers:
             "source.state_changed": self.source_state_changed,
         }
 
-    async def _registry(self, key: str, body: bytes, domain_id: str, message_id: str) -> Reply:
-        return await self.requester.request(key, body, domain_id=domain_id, message_id=message_id)
+    async def _registry(
+        self, key: str, body: BaseModel, domain_id: str, incoming: Incoming, step: str
+    ) -> Reply:
+        """Asks the registry, under an id derived from this message and step: a redelivery
+        asks again with the same id, and the registry's duplicate guard answers as before."""
+        return await self.requester.request(
+            key,
+            body.model_dump_json().encode(),
+            domain_id=domain_id,
+            message_id=derived_id(incoming.message_id, step),
+        )
 
     async def _task(self, task_id: str, domain_id: str) -> Document | None:
         return tasks.visible(await self.store.get(tasks.COLLECTION, task_id), domain_id)
@@ -57,12 +68,7 @@ class TaskLockHandlers:
         body = TaskBody.model_validate_json(incoming.body)
         task_id = derived_id(incoming.message_id, "task")
         claim = TaskClaim(server_id=body.source_server.id, task_id=task_id)
-        claimed = await self._registry(
-            "sms.source.claim",
-            claim.model_dump_json().encode(),
-            domain_id,
-            derived_id(incoming.message_id, "claim"),
-        )
+        claimed = await self._registry("sms.source.claim", claim, domain_id, incoming, "claim")
         if claimed.status != 200:
             return claimed
         now = utcnow()
@@ -114,10 +120,7 @@ class TaskLockHandlers:
             cause=ActionCause(operation=command.operation, task_id=task.id),
         )
         moved = await self._registry(
-            "sms.source.transition",
-            transition.model_dump_json().encode(),
-            domain_id,
-            derived_id(incoming.message_id, "transition"),
+            "sms.source.transition", transition, domain_id, incoming, "transition"
         )
         if moved.status != 200:
             if step.acquires_lock:
@@ -173,12 +176,7 @@ class TaskLockHandlers:
             return tasks.delete(task, task.id, domain_id).reply
         await self._release(task, "task_deleted", derived_id(incoming.message_id, "unlock"))
         claim = TaskClaim(server_id=task.data["source_server_id"], task_id=task.id)
-        await self._registry(
-            "sms.source.release",
-            claim.model_dump_json().encode(),
-            domain_id,
-            derived_id(incoming.message_id, "release"),
-        )
+        await self._registry("sms.source.release", claim, domain_id, incoming, "release")
         return await apply(
             self.store,
             tasks.COLLECTION,

@@ -95,37 +95,30 @@ def test_what_the_sdk_signs_we_verify(
         )
 
 
+def refusal(headers: dict[str, str], now: datetime) -> str:
+    """Why our verifier refuses this GET /v3/sources."""
+    signed = signing.parse_authorization(headers["authorization"])
+    with pytest.raises(signing.SignatureRefused) as refused:
+        signing.verify(
+            signed,
+            SK,
+            method="GET",
+            raw_path="/v3/sources",
+            raw_query="",
+            headers=headers,
+            body=b"",
+            now=now,
+        )
+    return refused.value.reason
+
+
 def test_clock_skew_and_missing_headers() -> None:
     now = datetime.now(UTC).replace(microsecond=0)
-    headers, _ = sdk_signed("GET", "/v3/sources", [], b"", now - timedelta(minutes=16))
-    signed = signing.parse_authorization(headers["authorization"])
-    with pytest.raises(signing.SignatureRefused) as skew:
-        signing.verify(
-            signed,
-            SK,
-            method="GET",
-            raw_path="/v3/sources",
-            raw_query="",
-            headers=headers,
-            body=b"",
-            now=now,
-        )
-    assert skew.value.reason == "clock_skew"
-    headers, _ = sdk_signed("GET", "/v3/sources", [], b"", now)
-    signed = signing.parse_authorization(headers["authorization"])
-    del headers["x-project-id"]
-    with pytest.raises(signing.SignatureRefused) as missing:
-        signing.verify(
-            signed,
-            SK,
-            method="GET",
-            raw_path="/v3/sources",
-            raw_query="",
-            headers=headers,
-            body=b"",
-            now=now,
-        )
-    assert missing.value.reason == "missing_header"
+    old, _ = sdk_signed("GET", "/v3/sources", [], b"", now - timedelta(minutes=16))
+    assert refusal(old, now) == "clock_skew"
+    fresh, _ = sdk_signed("GET", "/v3/sources", [], b"", now)
+    del fresh["x-project-id"]
+    assert refusal(fresh, now) == "missing_header"
     with pytest.raises(signing.SignatureRefused) as malformed:
         signing.parse_authorization("SDK-HMAC-SHA256 Access=x")
     assert malformed.value.reason == "malformed"
