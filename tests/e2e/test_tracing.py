@@ -42,12 +42,17 @@ async def connected_trace(
             return None
         return spans
 
-    return list(await eventually(complete, timeout=15))
+    try:
+        return list(await eventually(complete, timeout=30))
+    except TimeoutError:
+        spans = otlp.trace(trace_id)
+        assert_one_connected_trace(spans, routing_key, consumer)  # fails, saying what is missing
+        raise
 
 
 def assert_one_connected_trace(spans: list[Span], routing_key: str, consumer: str) -> None:
     services = {s.service for s in spans}
-    assert {"rehost-gateway", consumer} <= services
+    assert {"rehost-gateway", consumer} <= services, sorted({(s.service, s.name) for s in spans})
     [http] = [s for s in spans if s.service == "rehost-gateway" and s.kind == SERVER]
     publish = next(s for s in spans if s.kind == PRODUCER and s.name == f"{routing_key} publish")
     process = next(s for s in spans if s.kind == CONSUMER and s.name == f"{routing_key} process")
@@ -90,7 +95,11 @@ async def test_a_command_result_call_is_one_connected_trace(
     # The registry's transition, asked by the command-result service, is in the same trace…
     assert any(s.service == "rehost-registry" and s.kind == CONSUMER for s in spans)
     # …and so is the event its outbox relay published.
-    await eventually(lambda: _has(otlp, trace_id, "source.state_changed publish"), timeout=15)
+    try:
+        await eventually(lambda: _has(otlp, trace_id, "source.state_changed publish"), timeout=30)
+    except TimeoutError:
+        names = sorted({(s.service, s.name) for s in otlp.trace(trace_id)})
+        raise AssertionError(f"no relay publish in the trace; it has {names}") from None
 
 
 async def _has(otlp: Receiver, trace_id: str, name: str) -> bool:
