@@ -93,13 +93,19 @@ async def test_a_command_result_call_is_one_connected_trace(
         otlp, trace_id, "sms.command.report_result", "rehost-command-result"
     )
     # The registry's transition, asked by the command-result service, is in the same trace…
-    assert any(s.service == "rehost-registry" and s.kind == CONSUMER for s in spans)
+    assert spans
+    await eventually(lambda: _registry_consumed(otlp, trace_id), timeout=30)
     # …and so is the event its outbox relay published.
     try:
         await eventually(lambda: _has(otlp, trace_id, "source.state_changed publish"), timeout=30)
     except TimeoutError:
         names = sorted({(s.service, s.name) for s in otlp.trace(trace_id)})
         raise AssertionError(f"no relay publish in the trace; it has {names}") from None
+
+
+async def _registry_consumed(otlp: Receiver, trace_id: str) -> bool:
+    spans = otlp.trace(trace_id)
+    return any(s.service == "rehost-registry" and s.kind == CONSUMER for s in spans)
 
 
 async def _has(otlp: Receiver, trace_id: str, name: str) -> bool:
