@@ -8,6 +8,7 @@ and the agents' runs in the outbox.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from shared.aggregates import Decision, NewCommand, NewEvent, apply
@@ -197,12 +198,16 @@ class ScriptExecutorHandlers:
         doc = await self.store.get(EXECUTIONS, execute_uuid)
         return doc if doc is not None and doc.domain_id == domain_id else None
 
-    async def get_order(self, incoming: Incoming) -> Reply:
+    async def _read_order(self, incoming: Incoming, view: Callable[[dict[str, Any]], Any]) -> Reply:
+        """`{"data": view(execution)}`, or 404 when the caller's domain has no such execution."""
         ref = OrderRef.model_validate_json(incoming.body)
         doc = await self._execution(ref.execute_uuid, tenant(incoming))
         if doc is None:
             return execution_not_found(ref.execute_uuid)
-        return Reply(status=200, body={"data": order_summary(doc.data)})
+        return Reply(status=200, body={"data": view(doc.data)})
+
+    async def get_order(self, incoming: Incoming) -> Reply:
+        return await self._read_order(incoming, order_summary)
 
     async def list_orders(self, incoming: Incoming) -> Reply:
         page = Page.model_validate_json(incoming.body)
@@ -213,11 +218,7 @@ class ScriptExecutorHandlers:
         return Reply(status=200, body={"data": body})
 
     async def order_batches(self, incoming: Incoming) -> Reply:
-        ref = OrderRef.model_validate_json(incoming.body)
-        doc = await self._execution(ref.execute_uuid, tenant(incoming))
-        if doc is None:
-            return execution_not_found(ref.execute_uuid)
-        return Reply(status=200, body={"data": batch_summaries(doc.data)})
+        return await self._read_order(incoming, batch_summaries)
 
     async def order_batch(self, incoming: Incoming) -> Reply:
         ref = OrderRef.model_validate_json(incoming.body)
@@ -237,11 +238,7 @@ class ScriptExecutorHandlers:
         return Reply(status=200, body={"data": batch_detail(batch, outputs)})
 
     async def order_statistics(self, incoming: Incoming) -> Reply:
-        ref = OrderRef.model_validate_json(incoming.body)
-        doc = await self._execution(ref.execute_uuid, tenant(incoming))
-        if doc is None:
-            return execution_not_found(ref.execute_uuid)
-        return Reply(status=200, body={"data": executions.statistics(doc.data)})
+        return await self._read_order(incoming, executions.statistics)
 
     async def operate(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
