@@ -88,13 +88,16 @@ def build_message(
     )
 
 
-def event_message(event: Event) -> aio_pika.Message:
+def event_message(entry: dict[str, Any]) -> aio_pika.Message:
+    """The message for an event as an outbox keeps it: an `Event` dumped in JSON mode
+    (and validated then), so it is sent as it is rather than parsed again."""
+    body = {name: entry[name] for name in Event.model_fields if name in entry}
     return build_message(
-        event.model_dump_json().encode(),
-        event.type,
-        domain_id=event.domain_id,
-        message_id=event.event_id,
-        timestamp=event.occurred_at,
+        json.dumps(body).encode(),
+        str(entry["type"]),
+        domain_id=str(entry["domain_id"]),
+        message_id=str(entry["event_id"]),
+        timestamp=datetime.fromisoformat(str(entry["occurred_at"])),
     )
 
 

@@ -22,12 +22,13 @@ from opentelemetry import context as otel_context
 
 from shared import metrics
 from shared.bus import Bus, Unavailable
-from shared.envelope import Event, build_message, event_message
-from shared.store import Store, StoreUnavailable
+from shared.envelope import build_message, event_message
+from shared.store import Pending, Store, StoreUnavailable
 from shared.telemetry import extract_context
 from shared.topology import COMMANDS, EVENTS
 
 log = structlog.get_logger(__name__)
+PAGE = 100  # documents per read; their entries are published concurrently
 
 
 def _message(entry: dict[str, Any]) -> tuple[str, aio_pika.Message]:
@@ -42,7 +43,7 @@ def _message(entry: dict[str, Any]) -> tuple[str, aio_pika.Message]:
         if entry.get("expiration"):
             message.expiration = float(entry["expiration"])
         return str(entry.get("exchange", COMMANDS)), message
-    return EVENTS, event_message(Event.model_validate(entry))
+    return EVENTS, event_message(entry)
 
 
 def _event_labels(entry: dict[str, Any]) -> dict[str, str]:
@@ -88,34 +89,50 @@ class OutboxRelay:
                 log.exception("outbox.flush_crashed")
 
     async def flush(self) -> int:
-        """Publishes every pending event once; returns how many were published."""
+        """Publishes every pending entry once; returns how many were published.
+
+        A page of documents is published concurrently (each document's entries in
+        order) and marked published in one write, so the relay costs one store
+        round trip per page, not per event.
+        """
         published = 0
         for collection in self.collections:
-            docs = await self.store.with_outbox(collection, limit=100)
-            # What waits as the sweep begins (its first page, so at most 100 documents' worth).
-            backlog = sum(len(d.outbox) for d in docs)
-            metrics.outbox_backlog.set(backlog, {"collection": collection})
-            while docs:
-                for doc in docs:
-                    published += await self._publish(collection, doc.id, list(doc.outbox))
-                if len(docs) < 100:
+            first = True
+            while True:
+                pending = await self.store.pending(collection, limit=PAGE)
+                if first:  # what waits as the sweep begins (at most a page's worth)
+                    backlog = sum(len(p.entries) for p in pending)
+                    metrics.outbox_backlog.set(backlog, {"collection": collection})
+                    first = False
+                outcomes = await asyncio.gather(*(self._publish(collection, p) for p in pending))
+                done = {p.doc_id: ids for p, (ids, _) in zip(pending, outcomes, strict=True) if ids}
+                if done:
+                    await self.store.mark_published(collection, done)
+                    published += sum(len(ids) for ids in done.values())
+                failure = next((error for _, error in outcomes if error is not None), None)
+                if failure is not None:
+                    raise failure
+                if len(pending) < PAGE:
                     break
-                docs = await self.store.with_outbox(collection, limit=100)
         return published
 
-    async def _publish(self, collection: str, doc_id: str, entries: list[dict[str, Any]]) -> int:
+    async def _publish(
+        self, collection: str, pending: Pending
+    ) -> tuple[list[str], Unavailable | None]:
+        """Publishes one document's entries in order; stops at the first that fails."""
         done: list[str] = []
-        for entry in entries:
+        for entry in pending.entries:
             trace = entry.get("trace")
             token = otel_context.attach(extract_context(trace if isinstance(trace, dict) else {}))
             try:
                 exchange, message = _message(entry)
                 await self.bus.publish(exchange, message, str(message.type))
+            except Unavailable as exc:
+                return done, exc
             finally:
                 otel_context.detach(token)
             done.append(str(entry["event_id"]))
             metrics.outbox_published.add(1, {"collection": collection})
             if "command" not in entry:
                 metrics.events_published.add(1, _event_labels(entry))
-        await self.store.mark_published(collection, doc_id, done)
-        return len(done)
+        return done, None

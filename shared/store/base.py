@@ -9,6 +9,7 @@ without a replica set included (DESIGN.md, reliability rules 2–4).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -82,6 +83,14 @@ class Query:
 
 
 @dataclass(frozen=True)
+class Pending:
+    """One document's outbox entries not yet published (the relay needs nothing else)."""
+
+    doc_id: str
+    entries: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True)
 class Page:
     items: list[Document]
     total: int
@@ -105,8 +114,9 @@ class Store(Protocol):
     async def save(self, collection: str, change: Change) -> None:
         """Writes the change atomically or raises Conflict; never half of it."""
 
-    async def with_outbox(self, collection: str, limit: int) -> list[Document]:
-        """Documents that have events not yet published."""
+    async def pending(self, collection: str, limit: int) -> list[Pending]:
+        """The outboxes of documents that have entries not yet published."""
 
-    async def mark_published(self, collection: str, doc_id: str, event_ids: list[str]) -> None:
-        """Removes these events from the document's outbox."""
+    async def mark_published(self, collection: str, published: Mapping[str, list[str]]) -> None:
+        """Removes these entries (event ids by document id) from the outboxes, in one write.
+        Entries added meanwhile stay."""

@@ -7,11 +7,11 @@ this module only sends them and maps driver errors onto the store's.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 
 from shared.store import mongo_queries as q
@@ -21,6 +21,7 @@ from shared.store.base import (
     Document,
     DuplicateKey,
     Page,
+    Pending,
     Query,
     StoreUnavailable,
 )
@@ -104,12 +105,19 @@ class MongoStore:
                 f"{collection}/{change.doc.id} is not at version {change.expected_version}"
             )
 
-    async def with_outbox(self, collection: str, limit: int) -> list[Document]:
+    async def pending(self, collection: str, limit: int) -> list[Pending]:
         coll = await self._coll(collection)
         async with self._errors():
-            return [q.to_document(raw) async for raw in coll.find(q.OUTBOX_FILTER).limit(limit)]
+            found = coll.find(q.OUTBOX_FILTER, projection={"outbox": 1}).limit(limit)
+            return [Pending(raw["_id"], tuple(raw.get("outbox", []))) async for raw in found]
 
-    async def mark_published(self, collection: str, doc_id: str, event_ids: list[str]) -> None:
+    async def mark_published(self, collection: str, published: Mapping[str, list[str]]) -> None:
+        if not published:
+            return
         coll = await self._coll(collection)
+        updates = [
+            UpdateOne({"_id": doc_id}, q.mark_published_spec(ids))
+            for doc_id, ids in published.items()
+        ]
         async with self._errors():
-            await coll.update_one({"_id": doc_id}, q.mark_published_spec(event_ids))
+            await coll.bulk_write(updates, ordered=False)

@@ -17,7 +17,7 @@ import json
 import re
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,6 +32,7 @@ from shared.store.base import (
     Document,
     DuplicateKey,
     Page,
+    Pending,
     Query,
     StoreUnavailable,
 )
@@ -193,12 +194,13 @@ def _update(conn: sqlite3.Connection, table: str, change: Change, now: float) ->
     )
 
 
-def _published(conn: sqlite3.Connection, table: str, doc_id: str, event_ids: set[str]) -> None:
-    row = conn.execute(f"SELECT outbox FROM {table} WHERE id = ?", [doc_id]).fetchone()
-    if row is None:
-        return
-    left = [e for e in json.loads(row[0]) if e.get("event_id") not in event_ids]
-    conn.execute(f"UPDATE {table} SET outbox = ? WHERE id = ?", [json.dumps(left), doc_id])
+def _published(conn: sqlite3.Connection, table: str, published: dict[str, set[str]]) -> None:
+    for doc_id, event_ids in published.items():
+        row = conn.execute(f"SELECT outbox FROM {table} WHERE id = ?", [doc_id]).fetchone()
+        if row is None:
+            continue
+        left = [e for e in json.loads(row[0]) if e.get("event_id") not in event_ids]
+        conn.execute(f"UPDATE {table} SET outbox = ? WHERE id = ?", [json.dumps(left), doc_id])
 
 
 def _commit_group(conn: sqlite3.Connection, writes: list[Write]) -> list[BaseException | None]:
@@ -352,15 +354,15 @@ class SqliteStore:
         now = time.time()
         await self._write(lambda conn: write(conn, table, change, now))
 
-    @_traced("with_outbox")
-    async def with_outbox(self, collection: str, limit: int) -> list[Document]:
+    @_traced("pending")
+    async def pending(self, collection: str, limit: int) -> list[Pending]:
         table = await self._table(collection)
-        sql = f"SELECT {COLUMNS} FROM {table} WHERE pending LIMIT ?"
+        sql = f"SELECT id, outbox FROM {table} WHERE pending LIMIT ?"
         rows = await self._run(lambda: self.conn.execute(sql, [limit]).fetchall())
-        return [_row_to_doc(tuple(r)) for r in rows]
+        return [Pending(doc_id, tuple(json.loads(outbox))) for doc_id, outbox in rows]
 
     @_traced("mark_published")
-    async def mark_published(self, collection: str, doc_id: str, event_ids: list[str]) -> None:
+    async def mark_published(self, collection: str, published: Mapping[str, list[str]]) -> None:
         table = await self._table(collection)
-        done = set(event_ids)
-        await self._write(lambda conn: _published(conn, table, doc_id, done))
+        done = {doc_id: set(ids) for doc_id, ids in published.items()}
+        await self._write(lambda conn: _published(conn, table, done))

@@ -106,20 +106,36 @@ class StoreContract:
         assert [e["event_id"] for e in got.outbox] == [first["event_id"], second["event_id"]]
         assert got.reply_to("m1") == {"status": 200, "body": {"id": "x"}}
         assert got.reply_to("m3") is None
-        assert sum(len(d.outbox) for d in await store.with_outbox(self.collection, 10)) == 2
-        assert [d.id for d in await store.with_outbox(self.collection, 10)] == [new.id]
+        assert sum(len(p.entries) for p in await store.pending(self.collection, 10)) == 2
+        assert [p.doc_id for p in await store.pending(self.collection, 10)] == [new.id]
 
     async def test_mark_published_keeps_events_added_meanwhile(self, store: Store) -> None:
         new = doc()
         first, second = event("a"), event("b")
         await store.save(self.collection, Change(new, 0, (first,)))
         await store.save(self.collection, Change(new, 1, (second,)))
-        await store.mark_published(self.collection, new.id, [str(first["event_id"])])
+        await store.mark_published(self.collection, {new.id: [str(first["event_id"])]})
         got = await store.get(self.collection, new.id)
         assert got is not None and [e["event_id"] for e in got.outbox] == [second["event_id"]]
         assert got.version == 2  # publishing does not count as a change
-        await store.mark_published(self.collection, new.id, [str(second["event_id"])])
-        assert await store.with_outbox(self.collection, 10) == []
+        await store.mark_published(self.collection, {new.id: [str(second["event_id"])]})
+        assert await store.pending(self.collection, 10) == []
+
+    async def test_mark_published_covers_many_documents_in_one_call(self, store: Store) -> None:
+        docs = [doc() for _ in range(3)]
+        entries = [event(str(i)) for i in range(3)]
+        for new, entry in zip(docs, entries, strict=True):
+            await store.save(self.collection, Change(new, 0, (entry,)))
+        await store.mark_published(
+            self.collection,
+            {
+                new.id: [str(entry["event_id"])]
+                for new, entry in zip(docs[:2], entries, strict=False)
+            },
+        )
+        assert [p.doc_id for p in await store.pending(self.collection, 10)] == [docs[2].id]
+        await store.mark_published(self.collection, {"no-such-document": ["x"]})
+        assert len(await store.pending(self.collection, 10)) == 1
 
     async def test_applied_memory_is_bounded(self, store: Store) -> None:
         new = doc()
