@@ -17,6 +17,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import BaseModel, Field
 
+from shared import jsoncodec
 from shared.telemetry import inject_headers
 
 SCHEMA_VERSION = 1
@@ -93,7 +94,7 @@ def event_message(entry: dict[str, Any]) -> aio_pika.Message:
     (and validated then), so it is sent as it is rather than parsed again."""
     body = {name: entry[name] for name in Event.model_fields if name in entry}
     return build_message(
-        json.dumps(body).encode(),
+        jsoncodec.dump_bytes(body),
         str(entry["type"]),
         domain_id=str(entry["domain_id"]),
         message_id=str(entry["event_id"]),

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from typing import Any
 
 import aio_pika
 import structlog
 from opentelemetry import context as otel_context
 
-from shared import metrics
+from shared import jsoncodec, metrics
 from shared.bus import Bus, Unavailable
 from shared.envelope import build_message, event_message
 from shared.store import Pending, Store, StoreUnavailable
@@ -35,7 +34,7 @@ def _message(entry: dict[str, Any]) -> tuple[str, aio_pika.Message]:
     """An outbox entry is an event for `rehost.events` or a command for another service."""
     if "command" in entry:
         message = build_message(
-            json.dumps(entry["body"]).encode(),
+            jsoncodec.dump_bytes(entry["body"]),
             str(entry["command"]),
             domain_id=str(entry["domain_id"]),
             message_id=str(entry["event_id"]),  # stable: the receiver dedupes a re-send

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import re
 import sqlite3
 import time
@@ -24,6 +23,7 @@ from typing import Any, TypeVar
 
 from opentelemetry import trace
 
+from shared import jsoncodec as json
 from shared.store.base import (
     APPLIED_MEMORY,
     AppliedMessage,
