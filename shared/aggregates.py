@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.envelope import Event, Reply, new_id, utcnow
+from shared.envelope import SCHEMA_VERSION, Event, Reply, new_id, utcnow
 from shared.store import AppliedMessage, Change, Conflict, Document, DuplicateKey, Store
 from shared.telemetry import inject_headers
 from shared.topology import COMMANDS
@@ -23,7 +23,7 @@ from shared.topology import COMMANDS
 @dataclass(frozen=True)
 class NewEvent:
     type: str
-    data: dict[str, Any]
+    data: dict[str, Any]  # JSON-ready: a model dumped with mode="json", or plain values
 
 
 @dataclass(frozen=True)
@@ -66,15 +66,19 @@ def _command_entry(doc: Document, command: NewCommand) -> dict[str, Any]:
 
 
 def _outbox_entry(doc: Document, version: int, event: NewEvent) -> dict[str, Any]:
-    entry = Event(
+    # Built from trusted values, so not validated; `data` (often the whole server) is
+    # already JSON-ready and kept as it is rather than serialised field by field.
+    entry = Event.model_construct(
         event_id=new_id(),
         type=event.type,
         domain_id=doc.domain_id,
         aggregate_id=doc.id,
         aggregate_version=version,
         occurred_at=utcnow(),
-        data=event.data,
-    ).model_dump(mode="json")
+        schema_version=SCHEMA_VERSION,
+        data={},
+    ).model_dump(mode="json", exclude={"data"})
+    entry["data"] = event.data
     # The relay publishes later, maybe in another process; it continues this trace.
     entry["trace"] = inject_headers({})
     return entry

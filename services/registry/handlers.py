@@ -39,7 +39,8 @@ class RegistryHandlers:
         async def load() -> Document | None:
             if body.id is not None:
                 return await self.store.get(COLLECTION, body.id)
-            key = sources.identity_key(domain_id, body.model_dump(exclude_none=True))
+            named = {"hostname": body.hostname, "name": body.name, "ip": body.ip}
+            key = sources.identity_key(domain_id, named)
             return None if key is None else await self.store.get_by_key(COLLECTION, key)
 
         return await apply(

@@ -61,7 +61,7 @@ def acquire(
     return Decision(
         reply=Reply(status=200, body=view(doc, vm_id).model_dump()),
         doc=doc,
-        events=(NewEvent("task.target_locked", locked.model_dump()),),
+        events=(NewEvent("task.target_locked", locked.model_dump(mode="json")),),
     )
 
 
@@ -77,5 +77,5 @@ def release(
     return Decision(
         reply=Reply(status=200, body={}),
         doc=current.evolve(data=data),
-        events=(NewEvent("task.target_unlocked", unlocked.model_dump()),),
+        events=(NewEvent("task.target_unlocked", unlocked.model_dump(mode="json")),),
     )
