@@ -22,7 +22,7 @@ from pathlib import Path
 import aio_pika
 import httpx
 
-from bench import signing
+from bench import fanout, signing
 from bench.load import Result, at_rate, wrk
 from shared.auth import mint
 from shared.topology import COMMANDS
@@ -158,7 +158,9 @@ async def preload_registers(amqp_url: str, bodies: list[str]) -> None:
         await asyncio.gather(*(one(b) for b in bodies))
 
 
-def start_system(amqp_url: str, workdir: Path, gateway_workers: int) -> System:
+def start_system(
+    amqp_url: str, workdir: Path, gateway_workers: int = 2, registry_replicas: int = 1
+) -> System:
     keys = workdir / "access-keys.jsonl"
     keys.write_text(signing.key_line(DOMAIN) + "\n")
     env = {
@@ -171,12 +173,16 @@ def start_system(amqp_url: str, workdir: Path, gateway_workers: int) -> System:
         "REHOST_LOG_FORMAT": "json",
         "REHOST_GATEWAY_WORKERS": str(gateway_workers),
         "REHOST_MAX_IN_FLIGHT": "4096",
+        "REHOST_AGENT_DOMAIN": DOMAIN,
         "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
     }
     system = System(env, workdir)
     system.add("registry", "REHOST_REGISTRY_HEALTH_PORT")
+    for replica in range(2, registry_replicas + 1):  # the same store, the same queue
+        system.add("registry", "REHOST_REGISTRY_HEALTH_PORT", name=f"registry-{replica}")
     system.add("command-result", "REHOST_COMMAND_RESULT_HEALTH_PORT")
     system.add("task-lock", "REHOST_TASK_LOCK_HEALTH_PORT")
+    system.add("script-executor", "REHOST_SCRIPT_EXECUTOR_HEALTH_PORT")
     system.add("gateway", None)
     for process in system.processes.values():
         process.start()
@@ -225,6 +231,30 @@ def peak_rss_mb(system: System) -> dict[str, float]:
     return {name: system.rss_peak_kb(name) / 1024 for name in system.processes if name != "gateway"}
 
 
+def rss_mb(system: System, name: str) -> float:
+    return system.rss_peak_kb(name, "VmRSS") / 1024
+
+
+async def scaling_shape(amqp_url: str, seconds: int) -> list[str]:
+    """Register throughput with 1, 2 and 4 gateway workers, and with 2 registry replicas."""
+    lines, first = [], None
+    for workers, replicas in ((1, 1), (2, 1), (4, 1), (2, 2)):
+        await drained(amqp_url)
+        with tempfile.TemporaryDirectory() as tmp:
+            system = start_system(amqp_url, Path(tmp), workers, replicas)
+            try:
+                bodies = register_bodies(5000, f"sc-{uuid.uuid4().hex[:4]}")
+                result = wrk(system.gateway_url, "/v3/sources", bodies, token(), seconds=seconds)
+            finally:
+                system.stop_all()
+        first = first or result.rps
+        name = f"register, {workers} gateway worker(s), {replicas} registry replica(s): req/s"
+        lines.append(
+            row(name, rate(result), f"{first:.0f} (1 worker, 1 replica)", result.rps / first)
+        )
+    return lines
+
+
 async def consumer_throughput(amqp_url: str, system: System, count: int) -> float:
     system["registry"].stop()
     await preload_registers(amqp_url, register_bodies(count, f"pre-{uuid.uuid4().hex[:4]}"))
@@ -248,6 +278,27 @@ async def drained(amqp_url: str, timeout: float = 300) -> None:
             if not any(depths):
                 return
             await asyncio.sleep(0.5)
+
+
+async def scripts(system: System, amqp_url: str, hosts: int) -> list[str]:
+    async with httpx.AsyncClient(base_url=system.gateway_url, headers=token(), timeout=60) as http:
+        fan = await fanout.fan_out(system, amqp_url, http, hosts)
+        idle, peak = await fanout.agent_relaying_big_output(system, amqp_url, http)
+    return [
+        row(
+            f"script `true` on {hosts} hosts ({hosts} agent processes), batches of 10: s",
+            f"{fan.seconds:.2f}",
+            f"{fan.baseline_seconds:.2f} (local subprocesses)",
+            fan.seconds / fan.baseline_seconds,
+        ),
+        row("peak RSS of one agent during the fan-out (MB)", f"{fan.agent_rss_mb:.0f}", "", None),
+        row(
+            "agent relaying a 5 MB output: peak RSS (MB), vs its peak before",
+            f"{peak:.0f}",
+            f"{idle:.0f}",
+            peak / idle,
+        ),
+    ]
 
 
 def row(name: str, value: str, ceiling: str, ratio: float | None) -> str:
@@ -287,6 +338,7 @@ async def main(quick: bool) -> None:
                 bodies = register_bodies(5000, f"reg-{uuid.uuid4().hex[:4]}")
                 register = wrk(url, "/v3/sources", bodies, token(), seconds=seconds)
                 await drained(amqp_url)
+                registry_after_first = rss_mb(system, "registry")
                 half = await at_rate(
                     url, [("/v3/sources", b) for b in bodies], token(), register.rps / 2, seconds
                 )
@@ -324,6 +376,15 @@ async def main(quick: bool) -> None:
                         rate(signed),
                         f"{register.rps:.0f}",
                         signed.rps / register.rps,
+                    )
+                )
+                await drained(amqp_url)
+                lines.append(
+                    row(
+                        "RSS of the registry after a second register run, vs after the first (MB)",
+                        f"{rss_mb(system, 'registry'):.0f}",
+                        f"{registry_after_first:.0f}",
+                        rss_mb(system, "registry") / registry_after_first,
                     )
                 )
                 verify_us, floor_us = signing.verify_cost_us(bodies[0])
@@ -378,10 +439,12 @@ async def main(quick: bool) -> None:
                         consumed / consume_rate,
                     )
                 )
+                lines += await scripts(system, amqp_url, hosts=20 if quick else 200)
                 for name, mb in peak_rss_mb(system).items():
                     lines.append(row(f"peak RSS of {name} (MB)", f"{mb:.0f}", "", None))
             finally:
                 system.stop_all()
+        lines += await scaling_shape(amqp_url, 3 if quick else 10)
     finally:
         if vhost:
             broker.delete_vhost(vhost)

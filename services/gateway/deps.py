@@ -21,7 +21,8 @@ from shared.bus import Requester
 from shared.errors import ApiError, SmsCode
 
 
-def get_requester(request: Request) -> Requester:
+async def get_requester(request: Request) -> Requester:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a hand-off per request.
     requester: Requester = request.app.state.requester
     return requester
 

@@ -7,9 +7,11 @@ and the agents' runs in the outbox.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
+from weakref import WeakValueDictionary
 
 from shared.aggregates import Decision, NewCommand, NewEvent, apply
 from shared.bus import Requester
@@ -38,6 +40,7 @@ from .views import batch_detail, batch_summaries, order_summary
 EXECUTIONS = "executions"
 OUTPUTS = "outputs"
 AGENTS = "agents"
+AGENT_CACHE_SECONDS = 1.0
 
 
 def agent_queue(agent_sn: str) -> str:
@@ -78,6 +81,10 @@ class ScriptExecutorHandlers:
         self.store = store
         self.requester = requester
         self.settings = settings
+        self._agents: dict[str, tuple[float, Document | None]] = {}
+        # Reports on one execution are applied one at a time in this process: run
+        # concurrently, the hosts of a batch would all conflict on the one document.
+        self._execution_locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
 
     def routes(self) -> dict[str, Handler]:
         return {
@@ -153,10 +160,21 @@ class ScriptExecutorHandlers:
         now = time.time()
         online = set()
         for agent_sn in waiting:
-            agent = await self.store.get(AGENTS, agent_sn)
+            agent = await self._agent(agent_sn, now)
             if agent is not None and self._alive(agent, domain_id, now):
                 online.add(agent_sn)
         return Context(now=now, online=frozenset(online), grace=self.settings.run_grace)
+
+    async def _agent(self, agent_sn: str, now: float) -> Document | None:
+        """The agent's last heartbeat, read at most once a second: every report of a
+        fleet-wide execution asks about all its waiting hosts, and a second's staleness
+        is nothing beside the seconds an agent needs to count as offline."""
+        cached = self._agents.get(agent_sn)
+        if cached is not None and now - cached[0] < AGENT_CACHE_SECONDS:
+            return cached[1]
+        agent = await self.store.get(AGENTS, agent_sn)
+        self._agents[agent_sn] = (now, agent)
+        return agent
 
     def _alive(self, agent: Document, domain_id: str, now: float) -> bool:
         fresh = agent.data.get("last_seen", 0) >= now - self.settings.agent_offline_after
@@ -291,6 +309,7 @@ class ScriptExecutorHandlers:
             lambda: self.store.get(AGENTS, beat.agent_sn),
             decide,
         )
+        self._agents.pop(beat.agent_sn, None)  # seen alive: the next read is fresh
 
     async def run_finished(self, incoming: Incoming) -> None:
         result = RunFinished.model_validate_json(incoming.body)
@@ -301,6 +320,13 @@ class ScriptExecutorHandlers:
         if parsed is None:
             raise PermanentError(f"unknown run id {result.run_id!r}")
         execute_uuid, instance_id = parsed
+        lock = self._execution_locks.setdefault(execute_uuid, asyncio.Lock())
+        async with lock:
+            await self._host_finished(incoming, result, execute_uuid, instance_id)
+
+    async def _host_finished(
+        self, incoming: Incoming, result: RunFinished, execute_uuid: str, instance_id: int
+    ) -> None:
         doc = await self.store.get(EXECUTIONS, execute_uuid)
         if doc is None or doc.domain_id != (incoming.domain_id or doc.domain_id):
             return

@@ -119,12 +119,12 @@ class System:
         self.processes[f"agent-{agent_sn}"] = process
         return process
 
-    def rss_peak_kb(self, name: str) -> int:
-        """The process's peak resident memory so far (VmHWM), in kB."""
+    def rss_peak_kb(self, name: str, field: str = "VmHWM") -> int:
+        """The process's peak resident memory so far (VmHWM; VmRSS for now), in kB."""
         process = self.processes[name].popen
         assert process is not None
         for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
         return 0
 

@@ -20,5 +20,5 @@ def test_what_it_writes_both_read_back_alike(value: object) -> None:
 
 
 def test_bad_json_is_still_a_value_error() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="line 1"):
         jsoncodec.loads("{not json")

@@ -1,0 +1,160 @@
+"""Script fan-out over real agent processes, beside the same work done by local subprocesses.
+
+Each agent is a real `rehost agent` process on this machine, consuming its own queue;
+the executor plans the batches, sends each host its run and waits for the results.
+The baseline runs the same script file with the same interpreter as the agent does
+(`/bin/sh FILE`), in the same batches, as plain subprocesses: what the fan-out would
+cost with no control plane at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+import httpx
+
+from tests.support.processes import System
+
+BIG_OUTPUT = 5_000_000  # bytes an agent relays in the memory measure
+
+
+@dataclass(frozen=True)
+class FanOut:
+    hosts: int
+    seconds: float
+    baseline_seconds: float
+    agent_rss_mb: float  # the largest peak RSS among the agents
+
+
+def _batches(agents: list[str], size: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "batch_index": i,
+            "rotation_strategy": "CONTINUE",
+            "target_instances": [
+                {"resource_id": f"ecs-{sn}", "agent_sn": sn, "project_id": "p", "region_id": "r"}
+                for sn in agents[start : start + size]
+            ],
+        }
+        for i, start in enumerate(range(0, len(agents), size), start=1)
+    ]
+
+
+async def _script(http: httpx.AsyncClient, content: str) -> str:
+    body = {"name": f"b-{uuid.uuid4().hex[:6]}", "type": "SHELL", "content": content}
+    response = await http.post("/v1/job/scripts", json=body)
+    response.raise_for_status()
+    return str(response.json()["data"])
+
+
+async def _run(
+    http: httpx.AsyncClient, script: str, agents: list[str], size: int, success_rate: str = "100.0"
+) -> dict[str, Any]:
+    """Executes the script over `agents` in batches of `size`; the order once it ended
+    (or paused, as it does after a batch below the success rate)."""
+    body = {
+        "execute_param": {"timeout": 60, "success_rate": success_rate, "execute_user": "root"},
+        "execute_batches": _batches(agents, size),
+    }
+    response = await http.post(f"/v1/job/scripts/{script}", json=body)
+    if response.status_code != 200:
+        raise RuntimeError(f"execution refused: {response.status_code} {response.text}")
+    order_url = f"/v1/job/script/orders/{response.json()['data']}"
+    while True:
+        order: dict[str, Any] = (await http.get(order_url)).json()["data"]
+        if order["status"] in ("FINISHED", "CANCELED", "PAUSED"):
+            return order
+        await asyncio.sleep(0.05)
+
+
+async def _consuming(amqp_url: str, agents: list[str], timeout: float = 300) -> None:
+    connection = await aio_pika.connect_robust(amqp_url)
+    async with connection, asyncio.timeout(timeout):
+        channel = await connection.channel()
+        for agent_sn in agents:
+            while True:
+                try:
+                    queue = await channel.declare_queue(f"rehost.agent.{agent_sn}", passive=True)
+                    if queue.declaration_result.consumer_count:
+                        break
+                except aio_pika.exceptions.ChannelClosed:
+                    channel = await connection.channel()
+                await asyncio.sleep(0.2)
+
+
+async def _online(http: httpx.AsyncClient, agents: list[str], timeout: float = 120) -> None:
+    """Until one execution succeeds on every agent (each has sent its first heartbeat)."""
+    script = await _script(http, "true")
+    deadline = time.monotonic() + timeout
+    while True:
+        order = await _run(http, script, agents, 10, success_rate="1")
+        if order["statistics"]["success"] == len(agents):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"agents not online: {order['statistics']}")
+        await asyncio.sleep(1)
+
+
+async def local_baseline(hosts: int, size: int) -> float:
+    """`/bin/sh FILE` with FILE holding `true`, `hosts` times, `size` at a time."""
+    with tempfile.NamedTemporaryFile("w", suffix=".sh") as script:
+        script.write("true\n")
+        script.flush()
+        started = time.perf_counter()
+        for start in range(0, hosts, size):
+            processes = [
+                await asyncio.create_subprocess_exec("/bin/sh", script.name)
+                for _ in range(min(size, hosts - start))
+            ]
+            await asyncio.gather(*(p.wait() for p in processes))
+        return time.perf_counter() - started
+
+
+async def fan_out(
+    system: System, amqp_url: str, http: httpx.AsyncClient, hosts: int, size: int = 10
+) -> FanOut:
+    agents = [f"bench-{i:03d}" for i in range(hosts)]
+    for agent_sn in agents:
+        system.add_agent(agent_sn).start()
+    try:
+        await _consuming(amqp_url, agents)
+        await _online(http, agents)
+        script = await _script(http, "true")
+        started = time.perf_counter()
+        order = await _run(http, script, agents, size)
+        seconds = time.perf_counter() - started
+        if order["statistics"]["success"] != hosts:
+            raise RuntimeError(f"fan-out did not succeed everywhere: {order['statistics']}")
+        peak = max(system.rss_peak_kb(f"agent-{sn}") for sn in agents) / 1024
+    finally:
+        for agent_sn in agents:
+            system[f"agent-{agent_sn}"].stop()
+            del system.processes[f"agent-{agent_sn}"]
+    return FanOut(hosts, seconds, await local_baseline(hosts, size), peak)
+
+
+async def agent_relaying_big_output(
+    system: System, amqp_url: str, http: httpx.AsyncClient
+) -> tuple[float, float]:
+    """An agent's peak RSS before and after it ran a script printing 5 MB (MB, MB)."""
+    agent_sn = f"bench-big-{uuid.uuid4().hex[:4]}"
+    system.add_agent(agent_sn).start()
+    name = f"agent-{agent_sn}"
+    try:
+        await _consuming(amqp_url, [agent_sn])
+        await _online(http, [agent_sn])
+        idle = system.rss_peak_kb(name) / 1024
+        script = await _script(http, f"head -c {BIG_OUTPUT} /dev/zero | tr '\\0' x")
+        order = await _run(http, script, [agent_sn], 1)
+        if order["statistics"]["success"] != 1:
+            raise RuntimeError(f"the 5 MB script failed: {order['statistics']}")
+        return idle, system.rss_peak_kb(name) / 1024
+    finally:
+        system[name].stop()
+        del system.processes[name]
