@@ -97,14 +97,19 @@ def start(data: dict[str, Any], ctx: Context) -> Outcome:
 
 
 def host_finished(data: dict[str, Any], result: RunFinished, ctx: Context) -> Outcome:
+    return hosts_finished(data, [result], ctx)
+
+
+def hosts_finished(data: dict[str, Any], results: list[RunFinished], ctx: Context) -> Outcome:
+    """Reports applied in order, as one change: the same outcome as one after another."""
     outcome = Outcome(copy.deepcopy(data))
-    host = _host_by_run(outcome.data, result.run_id)
-    if host is None or host["status"] != "PROCESSING":
-        return outcome  # late, duplicate or canceled: nothing changes
-    status = result.status
-    _finish_host(outcome, host, status, ctx, result.exit_code, result.error)
-    host["duration_ms"] = result.duration_ms
-    _after_host(outcome, ctx)
+    for result in results:
+        host = _host_by_run(outcome.data, result.run_id)
+        if host is None or host["status"] != "PROCESSING":
+            continue  # late, duplicate or canceled: nothing changes
+        _finish_host(outcome, host, result.status, ctx, result.exit_code, result.error)
+        host["duration_ms"] = result.duration_ms
+        _after_host(outcome, ctx)
     return outcome
 
 

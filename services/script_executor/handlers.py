@@ -14,7 +14,7 @@ from typing import Any
 from weakref import WeakValueDictionary
 
 from shared.aggregates import Decision, NewCommand, NewEvent, apply
-from shared.bus import Requester
+from shared.bus import Requester, Unavailable
 from shared.config import Settings
 from shared.consumer import Handler, PermanentError, tenant
 from shared.contracts.scripts import (
@@ -82,6 +82,7 @@ class ScriptExecutorHandlers:
         self.requester = requester
         self.settings = settings
         self._agents: dict[str, tuple[float, Document | None]] = {}
+        self._reports: dict[str, list[tuple[RunFinished, asyncio.Future[None]]]] = {}
         # Reports on one execution are applied one at a time in this process: run
         # concurrently, the hosts of a batch would all conflict on the one document.
         self._execution_locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
@@ -320,31 +321,52 @@ class ScriptExecutorHandlers:
         if parsed is None:
             raise PermanentError(f"unknown run id {result.run_id!r}")
         execute_uuid, instance_id = parsed
-        lock = self._execution_locks.setdefault(execute_uuid, asyncio.Lock())
-        async with lock:
-            await self._host_finished(incoming, result, execute_uuid, instance_id)
-
-    async def _host_finished(
-        self, incoming: Incoming, result: RunFinished, execute_uuid: str, instance_id: int
-    ) -> None:
         doc = await self.store.get(EXECUTIONS, execute_uuid)
         if doc is None or doc.domain_id != (incoming.domain_id or doc.domain_id):
             return
+        # The output is a document of its own, kept before this report takes its turn.
         await self._keep_output(doc, instance_id, result)
+        # Hosts only ever leave READY, so liveness read for `doc` covers any later state.
         ctx = await self._context(doc.data, doc.domain_id)
+        await self._in_turn(execute_uuid, incoming.message_id, result, ctx)
 
-        def decide(current: Document | None) -> Decision:
-            assert current is not None
-            outcome = executions.host_finished(current.data, result, ctx.at(time.time()))
-            return decision_of(current, outcome, Reply(status=200, body={}), ctx.grace)
+    async def _in_turn(
+        self, execute_uuid: str, message_id: str, result: RunFinished, ctx: Context
+    ) -> None:
+        """Applies the report once the execution's earlier reports are applied, together
+        with any that queued up meanwhile: a batch's hosts finish at nearly the same time,
+        and one change for all of them beats as many conflicting ones. Each report's
+        handler returns (and its message is acked) only once the change holding it is
+        stored, and fails with it."""
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._reports.setdefault(execute_uuid, []).append((result, mine))
+        async with self._execution_locks.setdefault(execute_uuid, asyncio.Lock()):
+            if not mine.done():
+                queued = self._reports.pop(execute_uuid, [])
+                results = [r for r, _ in queued]
 
-        await apply(
-            self.store,
-            EXECUTIONS,
-            incoming.message_id,
-            lambda: self.store.get(EXECUTIONS, execute_uuid),
-            decide,
-        )
+                def decide(current: Document | None) -> Decision:
+                    assert current is not None
+                    now = ctx.at(time.time())
+                    outcome = executions.hosts_finished(current.data, results, now)
+                    return decision_of(current, outcome, Reply(status=200, body={}), ctx.grace)
+
+                try:
+                    await apply(
+                        self.store,
+                        EXECUTIONS,
+                        message_id,
+                        lambda: self.store.get(EXECUTIONS, execute_uuid),
+                        decide,
+                    )
+                except BaseException as exc:
+                    for _, theirs in queued:
+                        if theirs is not mine:
+                            theirs.set_exception(Unavailable(f"applying reports failed: {exc!r}"))
+                    raise
+                for _, theirs in queued:
+                    theirs.set_result(None)
+        await mine
 
     async def _keep_output(self, doc: Document, instance_id: int, result: RunFinished) -> None:
         output = Document(
