@@ -43,10 +43,15 @@ test: lint deploy-check
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
+# wrk drives the HTTP load; Debian's package, installed when missing.
+WRK := command -v wrk >/dev/null || { apt-get install -y -q wrk || { apt-get update -q && apt-get install -y -q wrk; }; } >/dev/null
+
 bench: $(STAMP)
+	$(WRK)
 	$(BIN)/python -m bench.run
 
 bench-quick: $(STAMP)
+	$(WRK)
 	$(BIN)/python -m bench.run --quick
 
 soak: $(STAMP)
