@@ -1,5 +1,5 @@
 # `make run` runs the whole system; `make test` runs the test suite. Both create
-# the virtual environment from pyproject.toml first when it is missing or stale.
+# the virtual environment from requirements.lock first when it is missing or stale.
 VENV  := .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
@@ -37,7 +37,11 @@ lint: $(STAMP)
 deploy-check: $(STAMP)
 	deploy/check.sh
 
-test: lint deploy-check
+# Known vulnerabilities in the locked set; says NOT RUN where no vulnerability service answers.
+audit: $(STAMP)
+	$(BIN)/python deploy/audit.py
+
+test: lint deploy-check audit
 	$(BIN)/pytest -q -m "not soak"
 
 unit: $(STAMP)

@@ -50,8 +50,9 @@ def main() -> int:
     assert isinstance(deps, list)
     audited = [d for d in deps if "skip_reason" not in d]
     if not audited:
-        reason = errors.strip().splitlines()[-1:] or ["no report"]
-        print(f"audit: NOT RUN - no package could be checked ({reason[0]})")
+        skipped = [str(d.get("skip_reason")) for d in deps]
+        reason = skipped[0] if skipped else (errors.strip().splitlines() or ["no report"])[0]
+        print(f"audit: NOT RUN - no package could be checked; first reason: {reason}")
         return 1 if strict else 0
     known = accepted()
     findings = [(d["name"], d["version"], v["id"]) for d in audited for v in d.get("vulns", [])]
