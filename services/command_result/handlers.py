@@ -10,6 +10,8 @@ registry refused the transition: the agent has answered it).
 
 from __future__ import annotations
 
+import asyncio
+
 from shared.aggregates import apply
 from shared.bus import Requester
 from shared.consumer import Handler, tenant
@@ -61,23 +63,26 @@ class CommandResultHandlers:
         result_id = derived_id(incoming.message_id, "result")
         now = utcnow()
         trace_id = current_trace_id()
-        recorded = await apply(
-            self.store,
-            results.COLLECTION,
-            incoming.message_id,
-            lambda: self.store.get(results.COLLECTION, result_id),
-            lambda current: results.record(
-                current, result_id, report, domain_id, outcome, now=now, trace_id=trace_id
+        # Two documents, independent once the registry has answered: written together,
+        # they share one commit. Answered is answered: even a result the lifecycle refused
+        # ends the pending command, or the agent would be handed it forever.
+        recorded, _ = await asyncio.gather(
+            apply(
+                self.store,
+                results.COLLECTION,
+                incoming.message_id,
+                lambda: self.store.get(results.COLLECTION, result_id),
+                lambda current: results.record(
+                    current, result_id, report, domain_id, outcome, now=now, trace_id=trace_id
+                ),
             ),
-        )
-        # Answered is answered: even a result the lifecycle refused ends the pending command,
-        # or the agent would be handed it forever.
-        await apply(
-            self.store,
-            channels.COLLECTION,
-            incoming.message_id,
-            lambda: self.store.get(channels.COLLECTION, report.server_id),
-            lambda current: channels.settle(current, report.command_name),
+            apply(
+                self.store,
+                channels.COLLECTION,
+                incoming.message_id,
+                lambda: self.store.get(channels.COLLECTION, report.server_id),
+                lambda current: channels.settle(current, report.command_name),
+            ),
         )
         return Reply(status=200, body={}) if recorded.status == 200 else recorded
 

@@ -32,6 +32,7 @@ class MongoStore:
         self.url = url
         self._client: AsyncMongoClient[dict[str, Any]] | None = None
         self._indexed: set[str] = set()
+        self._indexed_fields: set[tuple[str, str]] = set()
 
     async def open(self) -> None:
         self._client = AsyncMongoClient(self.url, serverSelectionTimeoutMS=3000, tz_aware=True)
@@ -87,6 +88,10 @@ class MongoStore:
         coll = await self._coll(collection)
         flt = q.find_filter(query)
         async with self._errors():
+            for name in query.equals:  # as the SQLite adapter: indexed when first matched on
+                if (collection, name) not in self._indexed_fields:
+                    await coll.create_index([(f"data.{name}", 1)])
+                    self._indexed_fields.add((collection, name))
             total = await coll.count_documents(flt)
             cursor = coll.find(flt).sort(q.FIND_SORT).skip(query.offset).limit(query.limit)
             items = [q.to_document(raw) async for raw in cursor]

@@ -232,6 +232,7 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._tables: set[str] = set()
+        self._indexes: set[str] = set()
         self._waiting: list[tuple[Write, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -330,9 +331,23 @@ class SqliteStore:
         table = await self._table(collection)
         return await self._one(f"SELECT {COLUMNS} FROM {table} WHERE key = ?", [key])
 
+    async def _field_indexes(self, table: str, names: Iterable[str]) -> None:
+        """An index on each field a query matches by equality, made the first time one does:
+        without it every such query reads the whole table."""
+        for name in names:
+            index = f"{table}_eq_{_field(name).replace('.', '_')}"
+            if index not in self._indexes:
+                sql = (
+                    f"CREATE INDEX IF NOT EXISTS {index} "
+                    f"ON {table} (json_extract(data, '$.{name}'))"
+                )
+                await self._run(lambda sql=sql: self.conn.execute(sql))
+                self._indexes.add(index)
+
     @_traced("find")
     async def find(self, collection: str, query: Query) -> Page:
         table = await self._table(collection)
+        await self._field_indexes(table, query.equals)
         where, args = _where(query)
 
         def read() -> tuple[int, list[Any]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -202,6 +203,20 @@ class TestSqliteStore(StoreContract):
         got = await again.get(self.collection, new.id)
         await again.close()
         assert got is not None and got.data == {"name": "kept"} and len(got.outbox) == 1
+
+    async def test_a_field_matched_by_equality_gets_an_index(self, tmp_path: Path) -> None:
+        path = tmp_path / "indexed.db"
+        store = open_store(f"sqlite:///{path}")
+        await store.open()
+        await store.save(self.collection, Change(doc(server_id="s1"), 0))
+        page = await store.find(self.collection, Query(equals={"server_id": "s1"}))
+        await store.close()
+        assert page.total == 1
+        plan = sqlite3.connect(path).execute(
+            f"EXPLAIN QUERY PLAN SELECT id FROM {self.collection} "
+            "WHERE json_extract(data, '$.server_id') = 's1'"
+        )
+        assert "USING INDEX" in " ".join(str(row) for row in plan)
 
 
 MONGO_URL = os.environ.get("REHOST_TEST_MONGODB_URL")
