@@ -23,6 +23,7 @@ import aio_pika
 import httpx
 
 from bench import fanout, signing
+from bench.cpu import CpuShare
 from bench.load import Result, at_rate, wrk
 from shared.auth import mint
 from shared.topology import COMMANDS
@@ -231,6 +232,11 @@ def peak_rss_mb(system: System) -> dict[str, float]:
     return {name: system.rss_peak_kb(name) / 1024 for name in system.processes if name != "gateway"}
 
 
+def groups(system: System) -> dict[int, str]:
+    """Each process's group (its own session), named: where CpuShare counts its CPU."""
+    return {p.popen.pid: name for name, p in system.processes.items() if p.popen is not None}
+
+
 def rss_mb(system: System, name: str) -> float:
     return system.rss_peak_kb(name, "VmRSS") / 1024
 
@@ -336,7 +342,8 @@ async def main(quick: bool) -> None:
             try:
                 url = system.gateway_url
                 bodies = register_bodies(5000, f"reg-{uuid.uuid4().hex[:4]}")
-                register = wrk(url, "/v3/sources", bodies, token(), seconds=seconds)
+                with CpuShare(groups(system)) as register_cpu:
+                    register = wrk(url, "/v3/sources", bodies, token(), seconds=seconds)
                 await drained(amqp_url)
                 registry_after_first = rss_mb(system, "registry")
                 half = await at_rate(
@@ -355,6 +362,14 @@ async def main(quick: bool) -> None:
                         "register: p50 / p99 at 64 connections (ms)",
                         f"{register.p50_ms:.1f} / {register.p99_ms:.1f}",
                         f"{publishing.p50_ms:.1f} / {publishing.p99_ms:.1f}",
+                        None,
+                    )
+                )
+                lines.append(
+                    row(
+                        "register: CPU cores in use at 64 connections",
+                        register_cpu.describe(),
+                        "",
                         None,
                     )
                 )
@@ -399,7 +414,8 @@ async def main(quick: bool) -> None:
 
                 await drained(amqp_url)
                 servers = await started_servers(url, 200 if quick else 1000)
-                results = wrk(url, "/", result_requests(servers), token(), seconds=seconds)
+                with CpuShare(groups(system)) as results_cpu:
+                    results = wrk(url, "/", result_requests(servers), token(), seconds=seconds)
                 await drained(amqp_url)
                 half_results = await at_rate(
                     url, result_requests(servers), token(), results.rps / 2, seconds
@@ -419,6 +435,9 @@ async def main(quick: bool) -> None:
                         "",
                         None,
                     )
+                )
+                lines.append(
+                    row("command results: CPU cores in use", results_cpu.describe(), "", None)
                 )
                 lines.append(
                     row(
