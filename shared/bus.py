@@ -25,7 +25,7 @@ from opentelemetry import trace
 from shared import metrics
 from shared.envelope import Incoming, Reply, build_message, new_id
 from shared.telemetry import tracer
-from shared.topology import COMMANDS, declare_exchanges
+from shared.topology import COMMANDS, EVENTS, declare_exchanges
 
 log = structlog.get_logger(__name__)
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
@@ -103,7 +103,11 @@ class Bus:
                     if exchange == ""
                     else await channel.get_exchange(exchange, ensure=False)
                 )
-                await ex.publish(message, routing_key=routing_key, timeout=timeout)
+                # An event nobody subscribes to is simply not routed; asking the broker to
+                # return it would cost a frame back for every such event.
+                await ex.publish(
+                    message, routing_key=routing_key, timeout=timeout, mandatory=exchange != EVENTS
+                )
             except (
                 TimeoutError,
                 ConnectionError,
