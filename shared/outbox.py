@@ -118,20 +118,30 @@ class OutboxRelay:
     async def _publish(
         self, collection: str, pending: Pending
     ) -> tuple[list[str], Unavailable | None]:
-        """Publishes one document's entries in order; stops at the first that fails."""
-        done: list[str] = []
-        for entry in pending.entries:
-            trace = entry.get("trace")
-            token = otel_context.attach(extract_context(trace if isinstance(trace, dict) else {}))
-            try:
-                exchange, message = _message(entry)
-                await self.bus.publish(exchange, message, str(message.type))
-            except Unavailable as exc:
-                return done, exc
-            finally:
-                otel_context.detach(token)
-            done.append(str(entry["event_id"]))
-            metrics.outbox_published.add(1, {"collection": collection})
-            if "command" not in entry:
-                metrics.events_published.add(1, _event_labels(entry))
-        return done, None
+        """Publishes one document's entries, pipelined in their order (the channel sends
+        publishes in the order they are made); returns those the broker confirmed."""
+        outcomes = await asyncio.gather(
+            *(self._publish_one(collection, entry) for entry in pending.entries),
+            return_exceptions=True,
+        )
+        done, failure = [], None
+        for entry, outcome in zip(pending.entries, outcomes, strict=True):
+            if outcome is None:
+                done.append(str(entry["event_id"]))
+            elif isinstance(outcome, Unavailable):
+                failure = failure or outcome
+            else:
+                raise outcome
+        return done, failure
+
+    async def _publish_one(self, collection: str, entry: dict[str, Any]) -> None:
+        trace = entry.get("trace")
+        token = otel_context.attach(extract_context(trace if isinstance(trace, dict) else {}))
+        try:
+            exchange, message = _message(entry)
+            await self.bus.publish(exchange, message, str(message.type))
+        finally:
+            otel_context.detach(token)
+        metrics.outbox_published.add(1, {"collection": collection})
+        if "command" not in entry:
+            metrics.events_published.add(1, _event_labels(entry))
