@@ -22,6 +22,7 @@ import httpx
 from tests.support.processes import System
 
 BIG_OUTPUT = 5_000_000  # bytes an agent relays in the memory measure
+WAVE = 25  # agents started at once: 200 Python processes starting together starve each other
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,22 @@ def _batches(agents: list[str], size: int) -> list[dict[str, Any]]:
     ]
 
 
+async def _post(http: httpx.AsyncClient, url: str, body: dict[str, Any]) -> httpx.Response:
+    """POSTs, trying again while the gateway answers 503 (a service still busy with
+    a crowd of agents that just started)."""
+    for _ in range(10):
+        response = await http.post(url, json=body)
+        if response.status_code != 503:
+            break
+        await asyncio.sleep(1)
+    if response.status_code != 200:
+        raise RuntimeError(f"{url}: {response.status_code} {response.text}")
+    return response
+
+
 async def _script(http: httpx.AsyncClient, content: str) -> str:
     body = {"name": f"b-{uuid.uuid4().hex[:6]}", "type": "SHELL", "content": content}
-    response = await http.post("/v1/job/scripts", json=body)
-    response.raise_for_status()
-    return str(response.json()["data"])
+    return str((await _post(http, "/v1/job/scripts", body)).json()["data"])
 
 
 async def _run(
@@ -62,9 +74,7 @@ async def _run(
         "execute_param": {"timeout": 60, "success_rate": success_rate, "execute_user": "root"},
         "execute_batches": _batches(agents, size),
     }
-    response = await http.post(f"/v1/job/scripts/{script}", json=body)
-    if response.status_code != 200:
-        raise RuntimeError(f"execution refused: {response.status_code} {response.text}")
+    response = await _post(http, f"/v1/job/scripts/{script}", body)
     order_url = f"/v1/job/script/orders/{response.json()['data']}"
     while True:
         order: dict[str, Any] = (await http.get(order_url)).json()["data"]
@@ -73,19 +83,34 @@ async def _run(
         await asyncio.sleep(0.05)
 
 
-async def _consuming(amqp_url: str, agents: list[str], timeout: float = 300) -> None:
+async def _consuming(
+    system: System, amqp_url: str, agents: list[str], timeout: float = 120
+) -> None:
     connection = await aio_pika.connect_robust(amqp_url)
-    async with connection, asyncio.timeout(timeout):
-        channel = await connection.channel()
+    async with connection:
         for agent_sn in agents:
-            while True:
-                try:
-                    queue = await channel.declare_queue(f"rehost.agent.{agent_sn}", passive=True)
-                    if queue.declaration_result.consumer_count:
-                        break
-                except aio_pika.exceptions.ChannelClosed:
-                    channel = await connection.channel()
-                await asyncio.sleep(0.2)
+            try:
+                async with asyncio.timeout(timeout):
+                    while True:
+                        if await _has_consumer(connection, agent_sn):
+                            break
+                        await asyncio.sleep(0.2)
+            except TimeoutError:
+                log = system[f"agent-{agent_sn}"].tail()
+                raise RuntimeError(f"agent {agent_sn} does not consume its queue:\n{log}") from None
+
+
+async def _has_consumer(connection: aio_pika.abc.AbstractConnection, agent_sn: str) -> bool:
+    # A channel per look: a passive declare of a queue not there yet closes its channel.
+    channel = await connection.channel()
+    try:
+        queue = await channel.declare_queue(f"rehost.agent.{agent_sn}", passive=True)
+        return bool(queue.declaration_result.consumer_count)
+    except aio_pika.exceptions.ChannelClosed:
+        return False
+    finally:
+        if not channel.is_closed:
+            await channel.close()
 
 
 async def _online(http: httpx.AsyncClient, agents: list[str], timeout: float = 120) -> None:
@@ -120,10 +145,12 @@ async def fan_out(
     system: System, amqp_url: str, http: httpx.AsyncClient, hosts: int, size: int = 10
 ) -> FanOut:
     agents = [f"bench-{i:03d}" for i in range(hosts)]
-    for agent_sn in agents:
-        system.add_agent(agent_sn).start()
     try:
-        await _consuming(amqp_url, agents)
+        for start in range(0, hosts, WAVE):
+            wave = agents[start : start + WAVE]
+            for agent_sn in wave:
+                system.add_agent(agent_sn).start()
+            await _consuming(system, amqp_url, wave)
         await _online(http, agents)
         script = await _script(http, "true")
         started = time.perf_counter()
@@ -134,8 +161,8 @@ async def fan_out(
         peak = max(system.rss_peak_kb(f"agent-{sn}") for sn in agents) / 1024
     finally:
         for agent_sn in agents:
-            system[f"agent-{agent_sn}"].stop()
-            del system.processes[f"agent-{agent_sn}"]
+            if f"agent-{agent_sn}" in system.processes:
+                system.processes.pop(f"agent-{agent_sn}").stop()
     return FanOut(hosts, seconds, await local_baseline(hosts, size), peak)
 
 
@@ -147,7 +174,7 @@ async def agent_relaying_big_output(
     system.add_agent(agent_sn).start()
     name = f"agent-{agent_sn}"
     try:
-        await _consuming(amqp_url, [agent_sn])
+        await _consuming(system, amqp_url, [agent_sn])
         await _online(http, [agent_sn])
         idle = system.rss_peak_kb(name) / 1024
         script = await _script(http, f"head -c {BIG_OUTPUT} /dev/zero | tr '\\0' x")

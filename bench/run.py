@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -471,6 +472,8 @@ async def main(quick: bool) -> None:
 
 
 if __name__ == "__main__":
+    # Stopped from outside (a timeout, Ctrl-C), it still stops the processes it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--quick", action="store_true", help="about a minute: shorter runs, fewer messages"
