@@ -368,7 +368,7 @@ async def main(quick: bool) -> None:
                 )
                 lines.append(
                     row(
-                        "register: CPU cores in use at 64 connections",
+                        "register: CPU cores in use",
                         register_cpu.describe(),
                         "",
                         None,
