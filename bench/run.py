@@ -280,7 +280,9 @@ async def drained(amqp_url: str, timeout: float = 300) -> None:
         while True:
             depths = []
             for service in ("registry", "command-result", "task-lock"):
-                queue = await channel.declare_queue(f"rehost.{service}", passive=True)
+                # robust=False: a robust channel answers a repeated passive declare from
+                # its cache, with the depth it read the first time.
+                queue = await channel.declare_queue(f"rehost.{service}", passive=True, robust=False)
                 depths.append(queue.declaration_result.message_count or 0)
             if not any(depths):
                 return
