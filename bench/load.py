@@ -128,36 +128,48 @@ def _latency(out: str, percentile: str) -> float:
 
 
 async def at_rate(
-    url: str, requests: list[tuple[str, str]], headers: dict[str, str], rate: float, seconds: float
+    url: str,
+    requests: list[tuple[str, str]],
+    headers: dict[str, str],
+    rate: float,
+    seconds: float,
+    warmup: float = 2.0,
 ) -> Result:
-    """Latency when requests arrive at `rate` per second (open loop: no waiting for answers)."""
+    """Latency when requests arrive at `rate` per second (open loop: no waiting for answers).
+
+    The first `warmup` seconds run at the same rate but are not counted: they open the
+    client's connections and let the services finish what the previous load left in flight
+    (a queue reads empty while its consumers still hold up to a prefetch of messages)."""
     latencies: list[float] = []
     errors = 0
     async with httpx.AsyncClient(
         base_url=url, headers=headers, timeout=30, limits=httpx.Limits(max_connections=256)
     ) as http:
 
-        async def one(path: str, body: str) -> None:
+        async def one(path: str, body: str, counted: bool) -> None:
             nonlocal errors
             started = time.perf_counter()
             try:
                 response = await http.post(
                     path, content=body, headers={"Content-Type": "application/json"}
                 )
-                errors += response.status_code >= 300
+                errors += counted and response.status_code >= 300
             except httpx.HTTPError:
-                errors += 1
-            latencies.append((time.perf_counter() - started) * 1000)
+                errors += counted
+            if counted:
+                latencies.append((time.perf_counter() - started) * 1000)
 
         tasks = []
-        start = time.perf_counter()
-        total = int(rate * seconds)
-        for i in range(total):
-            delay = start + i / rate - time.perf_counter()
+        first = start = time.perf_counter()
+        skipped = int(rate * warmup)
+        for i in range(skipped + int(rate * seconds)):
+            delay = first + i / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if i == skipped:
+                start = time.perf_counter()
             path, body = requests[i % len(requests)]
-            tasks.append(asyncio.create_task(one(path, body)))
+            tasks.append(asyncio.create_task(one(path, body, counted=i >= skipped)))
         await asyncio.gather(*tasks)
     latencies.sort()
     return Result(
