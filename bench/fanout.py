@@ -158,7 +158,7 @@ async def fan_out(
         seconds = time.perf_counter() - started
         if order["statistics"]["success"] != hosts:
             raise RuntimeError(f"fan-out did not succeed everywhere: {order['statistics']}")
-        peak = max(system.rss_peak_kb(f"agent-{sn}") for sn in agents) / 1024
+        peak = max(system.rss_kb(f"agent-{sn}") for sn in agents) / 1024
     finally:
         for agent_sn in agents:
             if f"agent-{agent_sn}" in system.processes:
@@ -176,12 +176,12 @@ async def agent_relaying_big_output(
     try:
         await _consuming(system, amqp_url, [agent_sn])
         await _online(http, [agent_sn])
-        idle = system.rss_peak_kb(name) / 1024
+        idle = system.rss_kb(name) / 1024
         script = await _script(http, f"head -c {BIG_OUTPUT} /dev/zero | tr '\\0' x")
         order = await _run(http, script, [agent_sn], 1)
         if order["statistics"]["success"] != 1:
             raise RuntimeError(f"the 5 MB script failed: {order['statistics']}")
-        return idle, system.rss_peak_kb(name) / 1024
+        return idle, system.rss_kb(name) / 1024
     finally:
         system[name].stop()
         del system.processes[name]

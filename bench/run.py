@@ -230,7 +230,7 @@ def result_requests(server_ids: list[str]) -> list[tuple[str, str]]:
 
 
 def peak_rss_mb(system: System) -> dict[str, float]:
-    return {name: system.rss_peak_kb(name) / 1024 for name in system.processes if name != "gateway"}
+    return {name: system.rss_kb(name) / 1024 for name in system.processes if name != "gateway"}
 
 
 def groups(system: System) -> dict[int, str]:
@@ -239,7 +239,7 @@ def groups(system: System) -> dict[int, str]:
 
 
 def rss_mb(system: System, name: str) -> float:
-    return system.rss_peak_kb(name, "VmRSS") / 1024
+    return system.rss_kb(name, "VmRSS") / 1024
 
 
 async def scaling_shape(amqp_url: str, seconds: int) -> list[str]:

@@ -90,49 +90,43 @@ class OutboxRelay:
     async def flush(self) -> int:
         """Publishes every pending entry once; returns how many were published.
 
-        A page of documents is published concurrently (each document's entries in
-        order) and marked published in one write, so the relay costs one store
+        A page of documents' entries is published concurrently (pipelined in order on
+        the channel) and marked published in one write, so the relay costs one store
         round trip per page, not per event.
         """
         published = 0
         for collection in self.collections:
-            first = True
-            while True:
-                pending = await self.store.pending(collection, limit=PAGE)
-                if first:  # what waits as the sweep begins (at most a page's worth)
-                    backlog = sum(len(p.entries) for p in pending)
-                    metrics.outbox_backlog.set(backlog, {"collection": collection})
-                    first = False
-                outcomes = await asyncio.gather(*(self._publish(collection, p) for p in pending))
-                done = {p.doc_id: ids for p, (ids, _) in zip(pending, outcomes, strict=True) if ids}
-                if done:
-                    await self.store.mark_published(collection, done)
-                    published += sum(len(ids) for ids in done.values())
-                failure = next((error for _, error in outcomes if error is not None), None)
-                if failure is not None:
-                    raise failure
+            pending = await self.store.pending(collection, limit=PAGE)
+            # What waits as the sweep begins (at most a page's worth).
+            backlog = sum(len(p.entries) for p in pending)
+            metrics.outbox_backlog.set(backlog, {"collection": collection})
+            while pending:
+                published += await self._publish_page(collection, pending)
                 if len(pending) < PAGE:
                     break
+                pending = await self.store.pending(collection, limit=PAGE)
         return published
 
-    async def _publish(
-        self, collection: str, pending: Pending
-    ) -> tuple[list[str], Unavailable | None]:
-        """Publishes one document's entries, pipelined in their order (the channel sends
-        publishes in the order they are made); returns those the broker confirmed."""
+    async def _publish_page(self, collection: str, pending: list[Pending]) -> int:
+        """Publishes the page, marks what the broker confirmed, then raises the first
+        failure (the rest stays in the outbox for the next sweep)."""
+        entries = [(p.doc_id, entry) for p in pending for entry in p.entries]
         outcomes = await asyncio.gather(
-            *(self._publish_one(collection, entry) for entry in pending.entries),
+            *(self._publish_one(collection, entry) for _, entry in entries),
             return_exceptions=True,
         )
-        done, failure = [], None
-        for entry, outcome in zip(pending.entries, outcomes, strict=True):
+        done: dict[str, list[str]] = {}
+        failure: BaseException | None = None
+        for (doc_id, entry), outcome in zip(entries, outcomes, strict=True):
             if outcome is None:
-                done.append(str(entry["event_id"]))
-            elif isinstance(outcome, Unavailable):
-                failure = failure or outcome
-            else:
-                raise outcome
-        return done, failure
+                done.setdefault(doc_id, []).append(str(entry["event_id"]))
+            elif failure is None or not isinstance(outcome, Unavailable):
+                failure = outcome  # a bug outranks an outage
+        if done:
+            await self.store.mark_published(collection, done)
+        if failure is not None:
+            raise failure
+        return sum(len(ids) for ids in done.values())
 
     async def _publish_one(self, collection: str, entry: dict[str, Any]) -> None:
         trace = entry.get("trace")

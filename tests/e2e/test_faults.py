@@ -13,12 +13,12 @@ import time
 import uuid
 from pathlib import Path
 
-import aio_pika
 import httpx
 import pytest
 
 from tests.conftest import auth
 from tests.e2e.helpers import eventually, ok, server_body, task_body
+from tests.support import broker
 from tests.support.integrator import event_tap
 from tests.support.processes import System
 
@@ -294,11 +294,7 @@ async def test_a_gateway_past_its_bound_answers_503_at_once_and_the_queue_holds_
 
 
 async def _queue_depth(amqp_url: str, queue: str) -> int:
-    connection = await aio_pika.connect_robust(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        declared = await channel.declare_queue(queue, passive=True)
-        return int(declared.declaration_result.message_count or 0)
+    return (await broker.declared(amqp_url, queue))[0]
 
 
 async def _queue_empty(amqp_url: str, queue: str) -> bool:

@@ -21,6 +21,7 @@ from tests.conftest import auth
 from tests.e2e.helpers import eventually
 from tests.e2e.test_events_and_commands import request_over_amqp
 from tests.e2e.test_sources_api import assert_sms_error, count_named, register, server
+from tests.support import broker
 from tests.support.integrator import event_tap
 from tests.support.processes import System
 
@@ -242,11 +243,7 @@ async def test_a_dead_letter_is_replayed_after_a_fix_with_the_documented_command
 
 
 async def _dead_letter_count(amqp_url: str) -> int:
-    connection = await aio_pika.connect_robust(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        declared = await channel.declare_queue("rehost.registry.dlq", passive=True)
-        return int(declared.declaration_result.message_count or 0)
+    return (await broker.declared(amqp_url, "rehost.registry.dlq"))[0]
 
 
 async def _named(client: httpx.AsyncClient, name: str) -> bool:

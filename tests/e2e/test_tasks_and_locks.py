@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import aio_pika
 import httpx
 import pytest
 
@@ -21,6 +20,7 @@ from tests.e2e.helpers import (
     task,
     task_body,
 )
+from tests.support import broker
 from tests.support.integrator import event_tap
 from tests.support.processes import System
 
@@ -240,11 +240,7 @@ async def _state(client: httpx.AsyncClient, task_id: str, state: str) -> dict | 
 
 
 async def consumers_of(amqp_url: str, queue: str) -> int:
-    connection = await aio_pika.connect_robust(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        declared = await channel.declare_queue(queue, passive=True)
-        return int(declared.declaration_result.consumer_count or 0)
+    return (await broker.declared(amqp_url, queue))[1]
 
 
 @pytest.mark.parametrize("crash_at", ["lock_taken", "source_moved", "task_written"])

@@ -8,6 +8,8 @@ import subprocess
 import time
 import uuid
 
+import aio_pika
+
 HOST, PORT = "127.0.0.1", 5672
 
 
@@ -65,3 +67,13 @@ def delete_vhost(name: str) -> None:
 
 def amqp_url(vhost: str | None) -> str:
     return f"amqp://guest:guest@{HOST}:{PORT}/{vhost or ''}"
+
+
+async def declared(url: str, queue: str) -> tuple[int, int]:
+    """(ready messages, consumers) of an existing queue, read afresh: a fresh connection,
+    since a robust channel answers a repeated passive declare from its cache."""
+    connection = await aio_pika.connect_robust(url)
+    async with connection:
+        channel = await connection.channel()
+        result = (await channel.declare_queue(queue, passive=True)).declaration_result
+        return int(result.message_count or 0), int(result.consumer_count or 0)

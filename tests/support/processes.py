@@ -119,8 +119,8 @@ class System:
         self.processes[f"agent-{agent_sn}"] = process
         return process
 
-    def rss_peak_kb(self, name: str, field: str = "VmHWM") -> int:
-        """The process's peak resident memory so far (VmHWM; VmRSS for now), in kB."""
+    def rss_kb(self, name: str, field: str = "VmHWM") -> int:
+        """The process's resident memory in kB: its peak so far (VmHWM) or now (VmRSS)."""
         process = self.processes[name].popen
         assert process is not None
         for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
