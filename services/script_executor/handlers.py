@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from weakref import WeakValueDictionary
 
@@ -54,6 +55,16 @@ def execution_not_found(execute_uuid: str) -> Reply:
     return Reply(status=error.status, body=error.body())
 
 
+@dataclass(frozen=True)
+class Report:
+    """An agent's report on one run, with the message that carried it."""
+
+    message_id: str
+    domain_id: str | None
+    instance_id: int
+    result: RunFinished
+
+
 def decision_of(doc: Document, outcome: Outcome, reply: Reply, grace: float) -> Decision:
     runs = tuple(
         NewCommand(
@@ -82,7 +93,7 @@ class ScriptExecutorHandlers:
         self.requester = requester
         self.settings = settings
         self._agents: dict[str, tuple[float, Document | None]] = {}
-        self._reports: dict[str, list[tuple[RunFinished, asyncio.Future[None]]]] = {}
+        self._reports: dict[str, list[tuple[Report, asyncio.Future[None]]]] = {}
         # Reports on one execution are applied one at a time in this process: run
         # concurrently, the hosts of a batch would all conflict on the one document.
         self._execution_locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
@@ -159,25 +170,29 @@ class ScriptExecutorHandlers:
                 h["agent_sn"] for b in data["batches"] for h in b["hosts"] if h["status"] == "READY"
             }
         now = time.time()
-        online = set()
-        for agent_sn in waiting:
-            agent = await self._agent(agent_sn, now)
-            if agent is not None and self._alive(agent, domain_id, now):
-                online.add(agent_sn)
+        agents = await self._agents_of(waiting, now)
+        online = {sn for sn, agent in agents.items() if self._alive(agent, domain_id, now)}
         return Context(now=now, online=frozenset(online), grace=self.settings.run_grace)
 
-    async def _agent(self, agent_sn: str, now: float) -> Document | None:
-        """The agent's last heartbeat, read at most once a second: every report of a
-        fleet-wide execution asks about all its waiting hosts, and a second's staleness
-        is nothing beside the seconds an agent needs to count as offline."""
-        cached = self._agents.get(agent_sn)
-        if cached is not None and now - cached[0] < AGENT_CACHE_SECONDS:
-            return cached[1]
-        agent = await self.store.get(AGENTS, agent_sn)
-        self._agents[agent_sn] = (now, agent)
-        return agent
+    async def _agents_of(self, agent_sns: set[str], now: float) -> dict[str, Document | None]:
+        """The agents' last heartbeats, each read at most once a second and all stale ones
+        in one read: every report of a fleet-wide execution asks about all its waiting
+        hosts, and a second's staleness is nothing beside the seconds an agent needs to
+        count as offline."""
+        stale = [
+            sn
+            for sn in agent_sns
+            if (cached := self._agents.get(sn)) is None or now - cached[0] >= AGENT_CACHE_SECONDS
+        ]
+        if stale:
+            found = await self.store.get_many(AGENTS, stale)
+            for sn in stale:
+                self._agents[sn] = (now, found.get(sn))
+        return {sn: self._agents[sn][1] for sn in agent_sns}
 
-    def _alive(self, agent: Document, domain_id: str, now: float) -> bool:
+    def _alive(self, agent: Document | None, domain_id: str, now: float) -> bool:
+        if agent is None:
+            return False
         fresh = agent.data.get("last_seen", 0) >= now - self.settings.agent_offline_after
         return fresh and agent.domain_id == domain_id
 
@@ -321,44 +336,22 @@ class ScriptExecutorHandlers:
         if parsed is None:
             raise PermanentError(f"unknown run id {result.run_id!r}")
         execute_uuid, instance_id = parsed
-        doc = await self.store.get(EXECUTIONS, execute_uuid)
-        if doc is None or doc.domain_id != (incoming.domain_id or doc.domain_id):
-            return
-        # The output is a document of its own, kept before this report takes its turn.
-        await self._keep_output(doc, instance_id, result)
-        # Hosts only ever leave READY, so liveness read for `doc` covers any later state.
-        ctx = await self._context(doc.data, doc.domain_id)
-        await self._in_turn(execute_uuid, incoming.message_id, result, ctx)
+        report = Report(incoming.message_id, incoming.domain_id, instance_id, result)
+        await self._in_turn(execute_uuid, report)
 
-    async def _in_turn(
-        self, execute_uuid: str, message_id: str, result: RunFinished, ctx: Context
-    ) -> None:
+    async def _in_turn(self, execute_uuid: str, report: Report) -> None:
         """Applies the report once the execution's earlier reports are applied, together
         with any that queued up meanwhile: a batch's hosts finish at nearly the same time,
         and one change for all of them beats as many conflicting ones. Each report's
         handler returns (and its message is acked) only once the change holding it is
         stored, and fails with it."""
         mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._reports.setdefault(execute_uuid, []).append((result, mine))
+        self._reports.setdefault(execute_uuid, []).append((report, mine))
         async with self._execution_locks.setdefault(execute_uuid, asyncio.Lock()):
             if not mine.done():
                 queued = self._reports.pop(execute_uuid, [])
-                results = [r for r, _ in queued]
-
-                def decide(current: Document | None) -> Decision:
-                    assert current is not None
-                    now = ctx.at(time.time())
-                    outcome = executions.hosts_finished(current.data, results, now)
-                    return decision_of(current, outcome, Reply(status=200, body={}), ctx.grace)
-
                 try:
-                    await apply(
-                        self.store,
-                        EXECUTIONS,
-                        message_id,
-                        lambda: self.store.get(EXECUTIONS, execute_uuid),
-                        decide,
-                    )
+                    await self._apply_reports(execute_uuid, [r for r, _ in queued])
                 except BaseException as exc:
                     for _, theirs in queued:
                         if theirs is not mine:
@@ -368,13 +361,47 @@ class ScriptExecutorHandlers:
                     theirs.set_result(None)
         await mine
 
-    async def _keep_output(self, doc: Document, instance_id: int, result: RunFinished) -> None:
+    async def _apply_reports(self, execute_uuid: str, reports: list[Report]) -> None:
+        """One load, one liveness read and one change for all `reports`; their outputs
+        are kept beside it, in the same group commit."""
+        doc = await self.store.get(EXECUTIONS, execute_uuid)
+        if doc is None:
+            return
+        # A report from another domain's agent says nothing about this execution.
+        ours = [r for r in reports if (r.domain_id or doc.domain_id) == doc.domain_id]
+        if not ours:
+            return
+        # Hosts only ever leave READY, so liveness read for `doc` covers any later state.
+        ctx = await self._context(doc.data, doc.domain_id)
+        loaded = [doc]
+
+        async def load() -> Document | None:
+            return loaded.pop() if loaded else await self.store.get(EXECUTIONS, execute_uuid)
+
+        def decide(current: Document | None) -> Decision:
+            assert current is not None
+            results = [r.result for r in ours]
+            outcome = executions.hosts_finished(current.data, results, ctx.at(time.time()))
+            if outcome.data == current.data:  # all late or repeated: nothing to store
+                return Decision(reply=Reply(status=200, body={}))
+            return decision_of(current, outcome, Reply(status=200, body={}), ctx.grace)
+
+        # Named by all the reports it holds: one of them seen before (a redelivery) must
+        # not make the duplicate guard skip the others.
+        fold_id = derived_id(",".join(sorted(r.message_id for r in ours)), "reports")
+        await asyncio.gather(
+            *(self._keep_output(doc, r) for r in ours),
+            apply(self.store, EXECUTIONS, fold_id, load, decide),
+        )
+
+    async def _keep_output(self, doc: Document, report: Report) -> None:
+        result = report.result
         output = Document(
             id=result.run_id,
             domain_id=doc.domain_id,
             data={
                 "execute_uuid": doc.id,
-                "instance_id": instance_id,
+                "instance_id": report.instance_id,
                 "stdout": result.stdout,
                 "stderr": result.stderr,
                 "dropped_bytes": result.dropped_bytes,

@@ -9,7 +9,7 @@ without a replica set included (DESIGN.md, reliability rules 2–4).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -107,6 +107,9 @@ class Store(Protocol):
     async def get(self, collection: str, doc_id: str) -> Document | None: ...
 
     async def get_by_key(self, collection: str, key: str) -> Document | None: ...
+
+    async def get_many(self, collection: str, doc_ids: Collection[str]) -> dict[str, Document]:
+        """The documents of these ids that exist, by id, in one read."""
 
     async def find(self, collection: str, query: Query) -> Page:
         """Matching documents, newest first."""

@@ -7,7 +7,7 @@ this module only sends them and maps driver errors onto the store's.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -77,6 +77,14 @@ class MongoStore:
         async with self._errors():
             raw = await coll.find_one({"_id": doc_id})
         return q.to_document(raw) if raw else None
+
+    async def get_many(self, collection: str, doc_ids: Collection[str]) -> dict[str, Document]:
+        coll = await self._coll(collection)
+        if not doc_ids:
+            return {}
+        async with self._errors():
+            raws = await coll.find({"_id": {"$in": list(doc_ids)}}).to_list(None)
+        return {doc.id: doc for doc in map(q.to_document, raws)}
 
     async def get_by_key(self, collection: str, key: str) -> Document | None:
         coll = await self._coll(collection)

@@ -16,7 +16,7 @@ import functools
 import re
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -330,6 +330,17 @@ class SqliteStore:
     async def get_by_key(self, collection: str, key: str) -> Document | None:
         table = await self._table(collection)
         return await self._one(f"SELECT {COLUMNS} FROM {table} WHERE key = ?", [key])
+
+    @_traced("get_many")
+    async def get_many(self, collection: str, doc_ids: Collection[str]) -> dict[str, Document]:
+        table = await self._table(collection)
+        ids = list(doc_ids)
+        if not ids:
+            return {}
+        # The ids as one JSON parameter: SQLite caps the parameters of a statement.
+        sql = f"SELECT {COLUMNS} FROM {table} WHERE id IN (SELECT value FROM json_each(?))"
+        rows = await self._run(lambda: self.conn.execute(sql, [json.dumps(ids)]).fetchall())
+        return {doc.id: doc for doc in (_row_to_doc(tuple(r)) for r in rows)}
 
     async def _field_indexes(self, table: str, names: Iterable[str]) -> None:
         """An index on each field a query matches by equality, made the first time one does:

@@ -50,6 +50,16 @@ class StoreContract:
         assert (await store.get_by_key(self.collection, "k1")) == got
         assert await store.get(self.collection, "missing") is None
 
+    async def test_get_many_reads_the_ids_that_exist(self, store: Store) -> None:
+        docs = [doc(name=f"n{i}") for i in range(1200)]  # beyond SQLite's parameter cap
+        for d in docs:
+            await store.save(self.collection, Change(d, 0))
+        wanted = [d.id for d in docs[::2]] + ["missing"]
+        got = await store.get_many(self.collection, wanted)
+        assert sorted(got) == sorted(wanted[:-1])
+        assert got[docs[0].id].data == {"name": "n0"} and got[docs[0].id].version == 1
+        assert await store.get_many(self.collection, []) == {}
+
     async def test_create_twice_conflicts(self, store: Store) -> None:
         new = doc()
         await store.save(self.collection, Change(new, 0))
