@@ -1,7 +1,7 @@
 """OpenTelemetry bootstrap, configured only by the standard `OTEL_*` variables.
 
 A tracer provider is always installed, so trace ids exist and the W3C context
-flows through AMQP headers; spans leave the process only when
+flows through AMQP headers; spans are recorded and leave the process only when
 `OTEL_TRACES_EXPORTER` names an exporter (`otlp` or `console`), and metrics only
 when `OTEL_METRICS_EXPORTER` does. Endpoint, protocol headers, service name and
 sampling (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`…)
@@ -26,6 +26,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 _configured = False
 
@@ -54,8 +55,11 @@ def setup_tracing(service: str) -> None:
     _configured = True
     os.environ.setdefault("OTEL_SERVICE_NAME", f"rehost-{service}")
     resource = Resource.create({"service.name": os.environ["OTEL_SERVICE_NAME"]})
-    provider = TracerProvider(resource=resource)
     span_exporter = _span_exporter(os.environ.get("OTEL_TRACES_EXPORTER", "none"))
+    # With nowhere to send spans, record none: ids are still made and propagated (logs and
+    # records carry the trace id), but no span is built only to be dropped on every hop.
+    idle = span_exporter is None and "OTEL_TRACES_SAMPLER" not in os.environ
+    provider = TracerProvider(resource=resource, sampler=ALWAYS_OFF if idle else None)
     if span_exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(span_exporter))
     trace.set_tracer_provider(provider)
