@@ -1,0 +1,121 @@
+"""The executor's report handling over a real store, without a broker: agents' reports
+on one execution that arrive together are folded into one change, and none is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from services.script_executor.handlers import EXECUTIONS, ScriptExecutorHandlers
+from shared.bus import Requester
+from shared.config import Settings
+from shared.contracts.scripts import Heartbeat, RunFinished
+from shared.envelope import Incoming
+from shared.store import open_store
+
+DOMAIN = "d1"
+AGENTS = ["a0", "a1", "a2"]
+
+
+def incoming(routing_key: str, body: str, domain_id: str = DOMAIN) -> Incoming:
+    return Incoming(
+        routing_key=routing_key,
+        message_id=uuid.uuid4().hex,
+        body=body.encode(),
+        domain_id=domain_id,
+        actor=None,
+        schema_version=1,
+        reply_to=None,
+        correlation_id=None,
+        delivery_count=0,
+    )
+
+
+def finished(run_id: str, agent_sn: str) -> str:
+    return RunFinished(
+        run_id=run_id,
+        agent_sn=agent_sn,
+        status="SUCCESS",
+        exit_code=0,
+        duration_ms=1,
+        stdout=f"out of {agent_sn}",
+        stderr="",
+    ).model_dump_json()
+
+
+@pytest.fixture
+async def handlers(tmp_path: Path) -> AsyncIterator[ScriptExecutorHandlers]:
+    store = open_store(f"sqlite:///{tmp_path / 'executor.db'}")
+    await store.open()
+    # Reports never ask other services anything: no requester is needed.
+    yield ScriptExecutorHandlers(store, cast(Requester, None), Settings())
+    await store.close()
+
+
+async def running_execution(handlers: ScriptExecutorHandlers) -> dict[str, Any]:
+    """One batch over AGENTS, all online: its runs are out, its hosts PROCESSING."""
+    for sn in AGENTS:
+        beat = Heartbeat(agent_sn=sn, hostname=sn, running=0, at="now")
+        await handlers.heartbeat(incoming(f"agent.{sn}.heartbeat", beat.model_dump_json()))
+    script = '{"name": "s", "type": "SHELL", "content": "true"}'
+    created = await handlers.create_script(incoming("coc.script.create", script))
+    batch = {
+        "batch_index": 1,
+        "rotation_strategy": "CONTINUE",
+        "target_instances": [
+            {"resource_id": sn, "agent_sn": sn, "project_id": "p", "region_id": "r"}
+            for sn in AGENTS
+        ],
+    }
+    command = {
+        "script_uuid": created.body["data"],
+        "execute_param": {"timeout": 30, "success_rate": "100.0", "execute_user": "root"},
+        "execute_batches": [batch],
+    }
+    reply = await handlers.execute(incoming("coc.script.execute", json.dumps(command)))
+    doc = await handlers.store.get(EXECUTIONS, reply.body["data"])
+    assert doc is not None
+    return doc.data
+
+
+def hosts(data: dict[str, Any]) -> list[dict[str, Any]]:
+    return data["batches"][0]["hosts"]
+
+
+async def test_a_redelivered_report_folded_with_new_ones_does_not_swallow_them(
+    handlers: ScriptExecutorHandlers,
+) -> None:
+    data = await running_execution(handlers)
+    runs = {h["agent_sn"]: h["run_id"] for h in hosts(data)}
+    first = incoming("agent.a0.finished", finished(runs["a0"], "a0"))
+    await handlers.run_finished(first)
+    # a1's report holds the execution's turn; behind it, a0's report comes again (a
+    # redelivery) and a2's for the first time: those two are applied as one change.
+    await asyncio.gather(
+        handlers.run_finished(incoming("agent.a1.finished", finished(runs["a1"], "a1"))),
+        handlers.run_finished(first),
+        handlers.run_finished(incoming("agent.a2.finished", finished(runs["a2"], "a2"))),
+    )
+    doc = await handlers.store.get(EXECUTIONS, data["execute_uuid"])
+    assert doc is not None
+    assert [h["status"] for h in hosts(doc.data)] == ["SUCCESS"] * 3
+    assert doc.data["status"] == "FINISHED"
+    outputs = await handlers.store.get_many("outputs", list(runs.values()))
+    assert {o.data["stdout"] for o in outputs.values()} == {f"out of {sn}" for sn in AGENTS}
+
+
+async def test_a_report_from_another_domain_changes_nothing(
+    handlers: ScriptExecutorHandlers,
+) -> None:
+    data = await running_execution(handlers)
+    run_id = hosts(data)[0]["run_id"]
+    await handlers.run_finished(incoming("agent.a0.finished", finished(run_id, "a0"), "other"))
+    doc = await handlers.store.get(EXECUTIONS, data["execute_uuid"])
+    assert doc is not None and hosts(doc.data)[0]["status"] == "PROCESSING"
+    assert await handlers.store.get("outputs", run_id) is None
