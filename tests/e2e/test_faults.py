@@ -289,7 +289,7 @@ async def test_a_gateway_past_its_bound_answers_503_at_once_and_the_queue_holds_
         assert depth >= 4  # what was accepted waits in the broker, not in a process
     finally:
         system["task-lock"].start()
-        bounded.stop()
+        system.discard("gateway-bounded")
     assert await eventually(lambda: _queue_empty(amqp_url, "rehost.task-lock"), timeout=20)
 
 

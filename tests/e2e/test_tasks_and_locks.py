@@ -71,7 +71,7 @@ async def test_fifty_concurrent_starts_over_two_task_lock_instances(
         task_ids = await tasks_on_one_target(client, 50, vm_id)
         exactly_one_holder(await start_all_at_once(client, task_ids), task_ids)
     finally:
-        second.stop()
+        system.discard("task-lock-2")
 
 
 async def test_unlock_then_another_task_starts_with_a_greater_fencing_token(
@@ -264,6 +264,7 @@ async def test_a_crash_between_the_steps_of_start_is_finished_by_the_restart(
             assert doomed.popen is not None and doomed.popen.wait(10) == 137
         finally:
             system["task-lock"].start()
+            system.discard(f"task-lock-{crash_at}")
         shown = await eventually(lambda: _state(client, task_id, "RUNNING"), timeout=20)
         await eventually(lambda: _head_is(client, server_id, "START"))
         await tap.settle()
