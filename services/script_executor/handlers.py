@@ -179,16 +179,21 @@ class ScriptExecutorHandlers:
         in one read: every report of a fleet-wide execution asks about all its waiting
         hosts, and a second's staleness is nothing beside the seconds an agent needs to
         count as offline."""
-        stale = [
-            sn
+        cache = self._agents
+        agents = {
+            sn: cached[1]
             for sn in agent_sns
-            if (cached := self._agents.get(sn)) is None or now - cached[0] >= AGENT_CACHE_SECONDS
-        ]
+            if (cached := cache.get(sn)) is not None and now - cached[0] < AGENT_CACHE_SECONDS
+        }
+        # Read from `agents` only: a heartbeat handled during the read drops its agent
+        # from the cache.
+        stale = [sn for sn in agent_sns if sn not in agents]
         if stale:
             found = await self.store.get_many(AGENTS, stale)
             for sn in stale:
-                self._agents[sn] = (now, found.get(sn))
-        return {sn: self._agents[sn][1] for sn in agent_sns}
+                agents[sn] = found.get(sn)
+                self._agents[sn] = (now, agents[sn])
+        return agents
 
     def _alive(self, agent: Document | None, domain_id: str, now: float) -> bool:
         if agent is None:

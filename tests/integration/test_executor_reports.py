@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 from typing import Any, cast
 
@@ -58,25 +58,34 @@ async def handlers(tmp_path: Path) -> AsyncIterator[ScriptExecutorHandlers]:
     await store.close()
 
 
-async def running_execution(handlers: ScriptExecutorHandlers) -> dict[str, Any]:
-    """One batch over AGENTS, all online: its runs are out, its hosts PROCESSING."""
+async def heartbeat(handlers: ScriptExecutorHandlers, agent_sn: str) -> None:
+    beat = Heartbeat(agent_sn=agent_sn, hostname=agent_sn, running=0, at="now")
+    await handlers.heartbeat(incoming(f"agent.{agent_sn}.heartbeat", beat.model_dump_json()))
+
+
+async def running_execution(
+    handlers: ScriptExecutorHandlers, batches: list[list[str]] | None = None
+) -> dict[str, Any]:
+    """Batches over AGENTS (one by default), all online: the first batch's runs are out,
+    its hosts PROCESSING."""
     for sn in AGENTS:
-        beat = Heartbeat(agent_sn=sn, hostname=sn, running=0, at="now")
-        await handlers.heartbeat(incoming(f"agent.{sn}.heartbeat", beat.model_dump_json()))
+        await heartbeat(handlers, sn)
     script = '{"name": "s", "type": "SHELL", "content": "true"}'
     created = await handlers.create_script(incoming("coc.script.create", script))
-    batch = {
-        "batch_index": 1,
-        "rotation_strategy": "CONTINUE",
-        "target_instances": [
-            {"resource_id": sn, "agent_sn": sn, "project_id": "p", "region_id": "r"}
-            for sn in AGENTS
-        ],
-    }
     command = {
         "script_uuid": created.body["data"],
         "execute_param": {"timeout": 30, "success_rate": "100.0", "execute_user": "root"},
-        "execute_batches": [batch],
+        "execute_batches": [
+            {
+                "batch_index": index,
+                "rotation_strategy": "CONTINUE",
+                "target_instances": [
+                    {"resource_id": sn, "agent_sn": sn, "project_id": "p", "region_id": "r"}
+                    for sn in agents
+                ],
+            }
+            for index, agents in enumerate(batches or [AGENTS], start=1)
+        ],
     }
     reply = await handlers.execute(incoming("coc.script.execute", json.dumps(command)))
     doc = await handlers.store.get(EXECUTIONS, reply.body["data"])
@@ -119,3 +128,24 @@ async def test_a_report_from_another_domain_changes_nothing(
     doc = await handlers.store.get(EXECUTIONS, data["execute_uuid"])
     assert doc is not None and hosts(doc.data)[0]["status"] == "PROCESSING"
     assert await handlers.store.get("outputs", run_id) is None
+
+
+async def test_a_heartbeat_handled_while_liveness_is_read_does_not_fail_the_report(
+    handlers: ScriptExecutorHandlers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = await running_execution(handlers, [["a0"], ["a1", "a2"]])
+    # a2's heartbeat is cached and fresh, a1's must be read; while it is, a2's next
+    # heartbeat is handled and drops a2 from the cache.
+    handlers._agents.pop("a1")
+    read = handlers.store.get_many
+
+    async def read_while_a2_beats(collection: str, doc_ids: Collection[str]) -> Any:
+        await heartbeat(handlers, "a2")
+        return await read(collection, doc_ids)
+
+    monkeypatch.setattr(handlers.store, "get_many", read_while_a2_beats)
+    run_id = hosts(data)[0]["run_id"]
+    await handlers.run_finished(incoming("agent.a0.finished", finished(run_id, "a0")))
+    doc = await handlers.store.get(EXECUTIONS, data["execute_uuid"])
+    assert doc is not None
+    assert [h["status"] for h in doc.data["batches"][1]["hosts"]] == ["PROCESSING"] * 2
