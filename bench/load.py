@@ -150,15 +150,25 @@ class _Connections:
         ]
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
 
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        self._all.append(writer)
+        return reader, writer
+
     async def send(self, request: bytes) -> int:
         """Sends one request; its response's status code."""
-        if self._idle:
-            reader, writer = self._idle.pop()
-        else:
-            reader, writer = await asyncio.open_connection(self.host, self.port)
-            self._all.append(writer)
+        reader, writer = self._idle.pop() if self._idle else await self._open()
         writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
+            if isinstance(exc, asyncio.IncompleteReadError) and exc.partial:
+                raise
+            # The server closed this connection while it sat idle (uvicorn keeps one
+            # alive for 5 s): nothing was answered, so send it again on a new one.
+            reader, writer = await self._open()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
         status = int(head.split(b" ", 2)[1])
         length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
         await reader.readexactly(int(length.group(1)) if length else 0)
