@@ -20,6 +20,7 @@ from typing import Any
 import aio_pika
 import httpx
 
+from tests.support import broker
 from tests.support.integrator import event_tap
 from tests.support.processes import System
 
@@ -96,31 +97,23 @@ async def _run(
 async def _consuming(
     system: System, amqp_url: str, agents: list[str], timeout: float = 120
 ) -> None:
-    connection = await aio_pika.connect_robust(amqp_url)
-    async with connection:
-        for agent_sn in agents:
-            try:
-                async with asyncio.timeout(timeout):
-                    while True:
-                        if await _has_consumer(connection, agent_sn):
-                            break
-                        await asyncio.sleep(0.2)
-            except TimeoutError:
-                log = system[f"agent-{agent_sn}"].tail()
-                raise RuntimeError(f"agent {agent_sn} does not consume its queue:\n{log}") from None
+    for agent_sn in agents:
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    if await _has_consumer(amqp_url, agent_sn):
+                        break
+                    await asyncio.sleep(0.2)
+        except TimeoutError:
+            log = system[f"agent-{agent_sn}"].tail()
+            raise RuntimeError(f"agent {agent_sn} does not consume its queue:\n{log}") from None
 
 
-async def _has_consumer(connection: aio_pika.abc.AbstractConnection, agent_sn: str) -> bool:
-    # A channel per look: a passive declare of a queue not there yet closes its channel.
-    channel = await connection.channel()
+async def _has_consumer(amqp_url: str, agent_sn: str) -> bool:
     try:
-        queue = await channel.declare_queue(f"rehost.agent.{agent_sn}", passive=True)
-        return bool(queue.declaration_result.consumer_count)
-    except aio_pika.exceptions.ChannelClosed:
+        return bool((await broker.declared(amqp_url, f"rehost.agent.{agent_sn}"))[1])
+    except aio_pika.exceptions.ChannelClosed:  # the agent has not declared its queue yet
         return False
-    finally:
-        if not channel.is_closed:
-            await channel.close()
 
 
 async def _online(http: httpx.AsyncClient, agents: list[str], timeout: float = 120) -> None:

@@ -274,16 +274,12 @@ async def consumer_throughput(amqp_url: str, system: System, count: int) -> floa
 
 async def drained(amqp_url: str, timeout: float = 300) -> None:
     """Waits until no service queue holds messages, so one measure does not pay for the last."""
-    connection = await aio_pika.connect_robust(amqp_url)
-    async with connection, asyncio.timeout(timeout):
-        channel = await connection.channel()
+    async with asyncio.timeout(timeout):
         while True:
-            depths = []
-            for service in ("registry", "command-result", "task-lock"):
-                # robust=False: a robust channel answers a repeated passive declare from
-                # its cache, with the depth it read the first time.
-                queue = await channel.declare_queue(f"rehost.{service}", passive=True, robust=False)
-                depths.append(queue.declaration_result.message_count or 0)
+            depths = [
+                (await broker.declared(amqp_url, f"rehost.{service}"))[0]
+                for service in ("registry", "command-result", "task-lock")
+            ]
             if not any(depths):
                 return
             await asyncio.sleep(0.5)
@@ -483,6 +479,6 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--quick", action="store_true", help="about two minutes: shorter runs, fewer messages"
+        "--quick", action="store_true", help="about a minute: shorter runs, fewer messages"
     )
     asyncio.run(main(parser.parse_args().quick))

@@ -192,7 +192,7 @@ class ScriptExecutorHandlers:
             found = await self.store.get_many(AGENTS, stale)
             for sn in stale:
                 agents[sn] = found.get(sn)
-                self._agents[sn] = (now, agents[sn])
+                cache[sn] = (now, agents[sn])
         return agents
 
     def _alive(self, agent: Document | None, domain_id: str, now: float) -> bool:
