@@ -265,7 +265,7 @@ async def scaling_shape(amqp_url: str, seconds: int) -> list[str]:
 async def consumer_throughput(amqp_url: str, system: System, count: int) -> float:
     system["registry"].stop()
     await preload_registers(amqp_url, register_bodies(count, f"pre-{uuid.uuid4().hex[:4]}"))
-    async with event_tap(amqp_url, "source.registered") as tap:
+    async with event_tap(amqp_url, "source.registered", keep=False) as tap:
         started = time.perf_counter()
         system["registry"].start(wait=60)
         await tap.wait_for(count, timeout=3600)

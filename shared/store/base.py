@@ -1,10 +1,12 @@
 """The store interface every adapter implements, and the values it speaks in.
 
-A service keeps each aggregate as one `Document`. The document carries its own
-pending events (`outbox`) and the ids of the last messages applied to it
-(`applied`, with the reply each got), so that a state change, its events and its
-duplicate guard are one atomic single-document write on every adapter, MongoDB
-without a replica set included (DESIGN.md, reliability rules 2–4).
+A service keeps each aggregate as one `Document`. The document carries the ids of
+the last messages applied to it (`applied`, with the reply each got), and its
+events wait with it until published (MongoDB: inside the document; SQLite: in an
+outbox table written in the same transaction), so that a state change, its events
+and its duplicate guard are one atomic write on every adapter, MongoDB without a
+replica set included (DESIGN.md, reliability rules 2–4). The relay reads the
+waiting events through `pending`.
 """
 
 from __future__ import annotations
@@ -46,7 +48,6 @@ class Document:
     deleted: bool = False
     created_at: float = 0.0
     updated_at: float = 0.0
-    outbox: tuple[dict[str, Any], ...] = ()
     applied: tuple[AppliedMessage, ...] = ()
 
     def reply_to(self, message_id: str) -> dict[str, Any] | None:

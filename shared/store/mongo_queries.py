@@ -102,6 +102,5 @@ def to_document(raw: dict[str, Any]) -> Document:
         created_at=raw.get("created_at", 0.0),
         updated_at=raw.get("updated_at", 0.0),
         data=raw.get("data", {}),
-        outbox=tuple(raw.get("outbox", [])),
         applied=tuple(AppliedMessage(**a) for a in raw.get("applied", [])),
     )

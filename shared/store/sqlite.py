@@ -1,4 +1,5 @@
-"""The embedded default store: one SQLite file per service, one table per collection.
+"""The embedded default store: one SQLite file per service, one table per collection,
+and beside each an outbox table of the events its documents have not yet published.
 
 WAL with `synchronous=FULL`, so a committed write survives a crash before the
 message that caused it is acked. One thread owns the connection; every operation
@@ -43,11 +44,14 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 Write = Callable[[sqlite3.Connection], None]
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,127}$")
-COLUMNS = "id, domain_id, key, version, deleted, created_at, updated_at, data, outbox, applied"
+COLUMNS = "id, domain_id, key, version, deleted, created_at, updated_at, data, applied"
 MAX_GROUP = 256
 
 
 def _schema(table: str) -> list[str]:
+    # The outbox is a table of its own, written in the same transaction as the
+    # document: publishing an event deletes a small row instead of rewriting the
+    # document (a register's is ~7 KB) without the entry.
     return [
         f"""CREATE TABLE IF NOT EXISTS {table} (
             id TEXT PRIMARY KEY,
@@ -58,13 +62,36 @@ def _schema(table: str) -> list[str]:
             created_at REAL NOT NULL,
             updated_at REAL NOT NULL,
             data TEXT NOT NULL,
-            outbox TEXT NOT NULL DEFAULT '[]',
-            applied TEXT NOT NULL DEFAULT '[]',
-            pending INTEGER GENERATED ALWAYS AS (outbox != '[]') VIRTUAL
+            applied TEXT NOT NULL DEFAULT '[]'
         )""",
         f"CREATE INDEX IF NOT EXISTS {table}_by_domain ON {table} (domain_id, deleted, created_at)",
-        f"CREATE INDEX IF NOT EXISTS {table}_pending ON {table} (pending) WHERE pending",
+        f"""CREATE TABLE IF NOT EXISTS {table}_outbox (
+            event_id TEXT PRIMARY KEY,
+            doc_id TEXT NOT NULL,
+            entry TEXT NOT NULL
+        )""",
     ]
+
+
+def _migrate_outbox_column(conn: sqlite3.Connection, table: str) -> None:
+    """Moves the entries a store of an earlier release kept in the documents' `outbox`
+    column into the outbox table, so no event accepted before an upgrade is lost."""
+    columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+    if "outbox" not in columns:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            f"INSERT OR IGNORE INTO {table}_outbox (event_id, doc_id, entry) "
+            f"SELECT json_extract(e.value, '$.event_id'), t.id, e.value "
+            f"FROM {table} AS t, json_each(t.outbox) AS e WHERE t.outbox != '[]' "
+            "ORDER BY t.updated_at, e.key"
+        )
+        conn.execute(f"UPDATE {table} SET outbox = '[]' WHERE outbox != '[]'")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _path(url: str) -> str:
@@ -73,7 +100,7 @@ def _path(url: str) -> str:
 
 
 def _row_to_doc(row: sqlite3.Row | tuple[Any, ...]) -> Document:
-    doc_id, domain_id, key, version, deleted, created, updated, data, outbox, applied = row
+    doc_id, domain_id, key, version, deleted, created, updated, data, applied = row
     return Document(
         id=doc_id,
         domain_id=domain_id,
@@ -83,7 +110,6 @@ def _row_to_doc(row: sqlite3.Row | tuple[Any, ...]) -> Document:
         created_at=created,
         updated_at=updated,
         data=json.loads(data),
-        outbox=tuple(json.loads(outbox)),
         applied=tuple(AppliedMessage(**a) for a in json.loads(applied)),
     )
 
@@ -151,10 +177,18 @@ def _traced(operation: str) -> Callable[[F], F]:
 # -- the writes, run in the store's thread inside a group transaction ---------------------
 
 
+def _add_outbox(conn: sqlite3.Connection, table: str, change: Change) -> None:
+    if change.events:
+        conn.executemany(
+            f"INSERT INTO {table}_outbox (event_id, doc_id, entry) VALUES (?, ?, ?)",
+            [(str(e["event_id"]), change.doc.id, json.dumps(e)) for e in change.events],
+        )
+
+
 def _insert(conn: sqlite3.Connection, table: str, change: Change, now: float) -> None:
     doc = change.doc
     conn.execute(
-        f"INSERT INTO {table} ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO {table} ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             doc.id,
             doc.domain_id,
@@ -164,43 +198,41 @@ def _insert(conn: sqlite3.Connection, table: str, change: Change, now: float) ->
             doc.created_at or now,
             now,
             json.dumps(doc.data),
-            json.dumps(list(change.events)),
             _applied_json([], change.applied),
         ],
     )
+    _add_outbox(conn, table, change)
 
 
 def _update(conn: sqlite3.Connection, table: str, change: Change, now: float) -> None:
     doc = change.doc
     row = conn.execute(
-        f"SELECT outbox, applied FROM {table} WHERE id = ? AND version = ?",
+        f"SELECT applied FROM {table} WHERE id = ? AND version = ?",
         [doc.id, change.expected_version],
     ).fetchone()
     if row is None:
         raise Conflict(f"{table}/{doc.id} is not at version {change.expected_version}")
     conn.execute(
         f"UPDATE {table} SET key = ?, version = ?, deleted = ?, updated_at = ?, "
-        "data = ?, outbox = ?, applied = ? WHERE id = ?",
+        "data = ?, applied = ? WHERE id = ?",
         [
             doc.key,
             change.expected_version + 1,
             int(doc.deleted),
             now,
             json.dumps(doc.data),
-            json.dumps([*json.loads(row[0]), *change.events]),
-            _applied_json(json.loads(row[1]), change.applied),
+            _applied_json(json.loads(row[0]), change.applied),
             doc.id,
         ],
     )
+    _add_outbox(conn, table, change)
 
 
-def _published(conn: sqlite3.Connection, table: str, published: dict[str, set[str]]) -> None:
-    for doc_id, event_ids in published.items():
-        row = conn.execute(f"SELECT outbox FROM {table} WHERE id = ?", [doc_id]).fetchone()
-        if row is None:
-            continue
-        left = [e for e in json.loads(row[0]) if e.get("event_id") not in event_ids]
-        conn.execute(f"UPDATE {table} SET outbox = ? WHERE id = ?", [json.dumps(left), doc_id])
+def _published(conn: sqlite3.Connection, table: str, event_ids: list[str]) -> None:
+    conn.execute(
+        f"DELETE FROM {table}_outbox WHERE event_id IN (SELECT value FROM json_each(?))",
+        [json.dumps(event_ids)],
+    )
 
 
 def _commit_group(conn: sqlite3.Connection, writes: list[Write]) -> list[BaseException | None]:
@@ -272,13 +304,14 @@ class SqliteStore:
         return self._conn
 
     async def _table(self, collection: str) -> str:
-        if not _NAME.match(collection):
+        if not _NAME.match(collection) or collection.endswith("_outbox"):
             raise ValueError(f"bad collection name {collection!r}")
         if collection not in self._tables:
 
             def create() -> None:
                 for statement in _schema(collection):
                     self.conn.execute(statement)
+                _migrate_outbox_column(self.conn, collection)
 
             await self._run(create)
             self._tables.add(collection)
@@ -383,12 +416,22 @@ class SqliteStore:
     @_traced("pending")
     async def pending(self, collection: str, limit: int) -> list[Pending]:
         table = await self._table(collection)
-        sql = f"SELECT id, outbox FROM {table} WHERE pending LIMIT ?"
+        # The first `limit` documents to have entries waiting, each with all of its
+        # entries, in the order they were stored.
+        sql = (
+            f"SELECT doc_id, entry FROM {table}_outbox WHERE doc_id IN ("
+            f"SELECT doc_id FROM {table}_outbox GROUP BY doc_id ORDER BY min(rowid) LIMIT ?"
+            ") ORDER BY rowid"
+        )
         rows = await self._run(lambda: self.conn.execute(sql, [limit]).fetchall())
-        return [Pending(doc_id, tuple(json.loads(outbox))) for doc_id, outbox in rows]
+        entries: dict[str, list[dict[str, Any]]] = {}
+        for doc_id, entry in rows:
+            entries.setdefault(doc_id, []).append(json.loads(entry))
+        return [Pending(doc_id, tuple(found)) for doc_id, found in entries.items()]
 
     @_traced("mark_published")
     async def mark_published(self, collection: str, published: Mapping[str, list[str]]) -> None:
         table = await self._table(collection)
-        done = {doc_id: set(ids) for doc_id, ids in published.items()}
-        await self._write(lambda conn: _published(conn, table, done))
+        event_ids = [event_id for ids in published.values() for event_id in ids]
+        if event_ids:
+            await self._write(lambda conn: _published(conn, table, event_ids))

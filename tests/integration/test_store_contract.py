@@ -7,6 +7,7 @@ The MongoDB adapter runs this suite when REHOST_TEST_MONGODB_URL points at a ser
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import uuid
@@ -114,11 +115,11 @@ class StoreContract:
         )
         got = await store.get(self.collection, new.id)
         assert got is not None
-        assert [e["event_id"] for e in got.outbox] == [first["event_id"], second["event_id"]]
         assert got.reply_to("m1") == {"status": 200, "body": {"id": "x"}}
         assert got.reply_to("m3") is None
-        assert sum(len(p.entries) for p in await store.pending(self.collection, 10)) == 2
-        assert [p.doc_id for p in await store.pending(self.collection, 10)] == [new.id]
+        [waiting] = await store.pending(self.collection, 10)
+        assert waiting.doc_id == new.id
+        assert [e["event_id"] for e in waiting.entries] == [first["event_id"], second["event_id"]]
 
     async def test_mark_published_keeps_events_added_meanwhile(self, store: Store) -> None:
         new = doc()
@@ -126,9 +127,10 @@ class StoreContract:
         await store.save(self.collection, Change(new, 0, (first,)))
         await store.save(self.collection, Change(new, 1, (second,)))
         await store.mark_published(self.collection, {new.id: [str(first["event_id"])]})
+        [waiting] = await store.pending(self.collection, 10)
+        assert [e["event_id"] for e in waiting.entries] == [second["event_id"]]
         got = await store.get(self.collection, new.id)
-        assert got is not None and [e["event_id"] for e in got.outbox] == [second["event_id"]]
-        assert got.version == 2  # publishing does not count as a change
+        assert got is not None and got.version == 2  # publishing does not count as a change
         await store.mark_published(self.collection, {new.id: [str(second["event_id"])]})
         assert await store.pending(self.collection, 10) == []
 
@@ -147,6 +149,15 @@ class StoreContract:
         assert [p.doc_id for p in await store.pending(self.collection, 10)] == [docs[2].id]
         await store.mark_published(self.collection, {"no-such-document": ["x"]})
         assert len(await store.pending(self.collection, 10)) == 1
+
+    async def test_pending_pages_by_document_with_all_of_its_entries(self, store: Store) -> None:
+        docs = [doc() for _ in range(3)]
+        for new in docs:
+            await store.save(self.collection, Change(new, 0, (event("a"),)))
+        await store.save(self.collection, Change(docs[0], 1, (event("b"), event("c"))))
+        page = await store.pending(self.collection, 2)
+        assert len(page) == 2 and sorted(len(p.entries) for p in page) == [1, 3]
+        assert {p.doc_id for p in page} < {d.id for d in docs}
 
     async def test_applied_memory_is_bounded(self, store: Store) -> None:
         new = doc()
@@ -211,8 +222,42 @@ class TestSqliteStore(StoreContract):
         again = open_store(url)
         await again.open()
         got = await again.get(self.collection, new.id)
+        waiting = await again.pending(self.collection, 10)
         await again.close()
-        assert got is not None and got.data == {"name": "kept"} and len(got.outbox) == 1
+        assert got is not None and got.data == {"name": "kept"}
+        assert [len(p.entries) for p in waiting] == [1]
+
+    async def test_events_an_earlier_release_kept_in_the_document_are_still_published(
+        self, tmp_path: Path
+    ) -> None:
+        # Until 2026-11 the SQLite adapter kept waiting events in an `outbox` column.
+        path = tmp_path / "earlier.db"
+        entries = [event("a"), event("b")]
+        with sqlite3.connect(path) as db:
+            db.execute(
+                f"CREATE TABLE {self.collection} (id TEXT PRIMARY KEY, domain_id TEXT NOT NULL,"
+                " key TEXT UNIQUE, version INTEGER NOT NULL, deleted INTEGER NOT NULL DEFAULT 0,"
+                " created_at REAL NOT NULL, updated_at REAL NOT NULL, data TEXT NOT NULL,"
+                " outbox TEXT NOT NULL DEFAULT '[]', applied TEXT NOT NULL DEFAULT '[]',"
+                " pending INTEGER GENERATED ALWAYS AS (outbox != '[]') VIRTUAL)"
+            )
+            db.execute(
+                f"INSERT INTO {self.collection} (id, domain_id, version, created_at, updated_at,"
+                " data, outbox) VALUES ('old', 'd1', 3, 1.0, 2.0, '{\"name\": \"old\"}', ?)",
+                [json.dumps(entries)],
+            )
+        store = open_store(f"sqlite:///{path}")
+        await store.open()
+        [waiting] = await store.pending(self.collection, 10)
+        got = await store.get(self.collection, "old")
+        await store.save(self.collection, Change(doc(name="new"), 0, (event("c"),)))
+        await store.mark_published(self.collection, {"old": [str(entries[0]["event_id"])]})
+        left = await store.pending(self.collection, 10)
+        await store.close()
+        assert waiting.doc_id == "old" and list(waiting.entries) == entries
+        assert got is not None and got.version == 3 and got.data == {"name": "old"}
+        assert len(left) == 2 and left[0].doc_id == "old"
+        assert [e["event_id"] for e in left[0].entries] == [entries[1]["event_id"]]
 
     async def test_a_field_matched_by_equality_gets_an_index(self, tmp_path: Path) -> None:
         path = tmp_path / "indexed.db"
