@@ -23,6 +23,7 @@ from shared.config import Settings
 from shared.consumer import Consumer, Handler
 from shared.errors import Family
 from shared.health import HealthServer
+from shared.heap import freeze_startup_objects
 from shared.logs import configure_logging
 from shared.outbox import OutboxRelay
 from shared.store import Store, StoreUnavailable, open_store
@@ -99,10 +100,13 @@ async def run_service(definition: ServiceDefinition, settings: Settings) -> None
             store_ok = consumer.store_ok
         except StoreUnavailable:
             store_ok = False
-        return {"broker": bus.ready, "store": store_ok}
+        # Ready once it takes messages: a replica that answered before it consumed
+        # would be counted on by whoever waited for it (a rollout, a test).
+        return {"broker": bus.ready, "store": store_ok, "consuming": consumer.consuming}
 
     health = HealthServer(settings.health_host, definition.health_port(settings), readiness)
     await health.start()
+    freeze_startup_objects()
     await consumer.start()
     relay.start()
     ticker = _start_periodic(definition, handlers, relay)

@@ -12,6 +12,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from shared.access_keys import AccessKeys
 from shared.bus import Bus, Requester
 from shared.config import Settings, get_settings
+from shared.heap import freeze_startup_objects
 from shared.logs import configure_logging
 from shared.service import wait_until_up
 from shared.telemetry import setup_tracing
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await wait_until_up("broker", bus.connect)
         requester = Requester(bus, settings.reply_timeout, settings.max_in_flight)
         await requester.start()
+        freeze_startup_objects()
         app.state.bus = bus
         app.state.requester = requester
         yield
