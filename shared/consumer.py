@@ -84,6 +84,11 @@ class Consumer:
         self._queue = queue
         self._tag = await queue.consume(self._on_message)
 
+    @property
+    def consuming(self) -> bool:
+        """Registered with the broker as a consumer of its queue, and not stopping."""
+        return self._tag is not None and not self._stopping
+
     async def stop(self, grace: float = 10.0) -> None:
         """Stops taking messages, lets in-flight ones finish, and requeues the rest."""
         self._stopping = True

@@ -1,8 +1,8 @@
 """Liveness and readiness over HTTP for processes that serve no other HTTP.
 
 `GET /healthz` answers 200 while the event loop runs; `GET /readyz` answers 200
-only when the process's check passes (broker connected, store answering), for
-Kubernetes probes and for tests that wait for a service to be up.
+only when the process's check passes (broker connected, store answering, its queue
+consumed), for Kubernetes probes and for tests that wait for a service to be up.
 """
 
 from __future__ import annotations
