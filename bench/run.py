@@ -13,11 +13,13 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import aio_pika
@@ -309,6 +311,27 @@ async def scripts(system: System, amqp_url: str, hosts: int) -> list[str]:
     ]
 
 
+@dataclass(frozen=True)
+class Tail:
+    rate: float
+    p99s: list[float]  # one per run, in order
+
+    def describe(self) -> str:
+        """The median in bold, then every run: one run's p99 is a few dozen requests, and a
+        single stall on this shared machine moves it by tens of milliseconds."""
+        runs = " / ".join(f"{p:.1f}" for p in self.p99s)
+        return f"**{statistics.median(self.p99s):.1f}** ({runs})"
+
+
+async def at_half_rate(
+    url: str, requests: list[tuple[str, str]], sustained: float, seconds: int, runs: int = 3
+) -> Tail:
+    """p99 at half the sustained throughput, over `runs` runs (the target is about the
+    typical tail, not the worst stall of one run)."""
+    results = [await at_rate(url, requests, token(), sustained / 2, seconds) for _ in range(runs)]
+    return Tail(rate=statistics.median(r.rps for r in results), p99s=[r.p99_ms for r in results])
+
+
 def row(name: str, value: str, ceiling: str, ratio: float | None) -> str:
     shown = "" if ratio is None else f"{ratio:.2f}"
     return f"| {name} | {value} | {ceiling} | {shown} |"
@@ -348,8 +371,8 @@ async def main(quick: bool) -> None:
                     register = wrk(url, "/v3/sources", bodies, token(), seconds=seconds)
                 await drained(amqp_url)
                 registry_after_first = rss_mb(system, "registry")
-                half = await at_rate(
-                    url, [("/v3/sources", b) for b in bodies], token(), register.rps / 2, seconds
+                half = await at_half_rate(
+                    url, [("/v3/sources", b) for b in bodies], register.rps, seconds
                 )
                 lines.append(
                     row(
@@ -377,8 +400,8 @@ async def main(quick: bool) -> None:
                 )
                 lines.append(
                     row(
-                        f"register: p99 at half that rate, {half.rps:.0f} req/s (ms)",
-                        f"{half.p99_ms:.1f}",
+                        f"register: p99 at half that rate, {half.rate:.0f} req/s, three runs (ms)",
+                        half.describe(),
                         "target ≤ 25",
                         None,
                     )
@@ -419,8 +442,8 @@ async def main(quick: bool) -> None:
                 with CpuShare(groups(system)) as results_cpu:
                     results = wrk(url, "/", result_requests(servers), token(), seconds=seconds)
                 await drained(amqp_url)
-                half_results = await at_rate(
-                    url, result_requests(servers), token(), results.rps / 2, seconds
+                half_results = await at_half_rate(
+                    url, result_requests(servers), results.rps, seconds
                 )
                 lines.append(
                     row(
@@ -443,8 +466,8 @@ async def main(quick: bool) -> None:
                 )
                 lines.append(
                     row(
-                        f"command results: p99 at {half_results.rps:.0f} req/s (ms)",
-                        f"{half_results.p99_ms:.1f}",
+                        f"command results: p99 at {half_results.rate:.0f} req/s, three runs (ms)",
+                        half_results.describe(),
                         "target ≤ 25",
                         None,
                     )
@@ -482,6 +505,8 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--quick", action="store_true", help="about a minute: shorter runs, fewer messages"
+        "--quick",
+        action="store_true",
+        help="about a minute and a half: shorter runs, fewer messages",
     )
     asyncio.run(main(parser.parse_args().quick))
