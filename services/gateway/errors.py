@@ -71,9 +71,11 @@ def install(app: FastAPI) -> None:
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
-        code = {404: SmsCode.ROUTE_NOT_FOUND, 405: SmsCode.METHOD_NOT_ALLOWED}.get(
-            exc.status_code, SmsCode.INVALID_PARAMETER
-        )
+        code = {
+            404: SmsCode.ROUTE_NOT_FOUND,
+            405: SmsCode.METHOD_NOT_ALLOWED,
+            413: SmsCode.BODY_TOO_LARGE,
+        }.get(exc.status_code, SmsCode.INVALID_PARAMETER)
         return error_response(request, ApiError(code, str(exc.detail)))
 
     async def on_crash(request: Request, exc: Exception) -> JSONResponse:

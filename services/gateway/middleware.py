@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import ApiError, SmsCode
@@ -15,7 +16,7 @@ from .errors import family_for
 # A refused body is read and dropped before the answer, up to these bounds: closing a
 # connection with unread data makes the kernel reset it, and the client would see the
 # reset, not the 413 (seen in tests with a 2 MB body).
-DRAIN_FACTOR = 8  # bodies declared above this many times the limit are not read
+DRAIN_FACTOR = 8  # no more than this many times the limit is read
 DRAIN_SECONDS = 5.0
 
 
@@ -33,7 +34,7 @@ class LimitBody:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             if int(declared) <= DRAIN_FACTOR * self.max_bytes:
-                await _drain(receive)
+                await _drain(receive, DRAIN_FACTOR * self.max_bytes)
             await self._refuse(scope, send)
             return
         seen = 0
@@ -43,8 +44,11 @@ class LimitBody:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
-                # Raised inside the app, so its ApiError handler answers in the family's shape.
-                raise self._error()
+                if message.get("more_body"):
+                    await _drain(receive, DRAIN_FACTOR * self.max_bytes - seen)
+                # An HTTPException, which FastAPI lets through from reading a body (any other
+                # error there becomes its own 400); the app answers it in the family's shape.
+                raise HTTPException(413, self._error().message)
             return message
 
         await self.app(scope, counting_receive, send)
@@ -65,10 +69,12 @@ class LimitBody:
         await send({"type": "http.response.body", "body": payload})
 
 
-async def _drain(receive: Receive) -> None:
+async def _drain(receive: Receive, budget: int) -> None:
+    """Reads and drops the rest of the body: at most `budget` bytes, for `DRAIN_SECONDS`."""
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(DRAIN_SECONDS):
-            while True:
+            while budget > 0:
                 message = await receive()
+                budget -= len(message.get("body", b""))
                 if message["type"] != "http.request" or not message.get("more_body"):
                     return
