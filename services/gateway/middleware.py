@@ -26,6 +26,7 @@ class LimitBody:
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.drain_limit = DRAIN_FACTOR * max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -33,8 +34,8 @@ class LimitBody:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            if int(declared) <= DRAIN_FACTOR * self.max_bytes:
-                await _drain(receive, DRAIN_FACTOR * self.max_bytes)
+            if int(declared) <= self.drain_limit:
+                await _drain(receive, self.drain_limit)
             await self._refuse(scope, send)
             return
         seen = 0
@@ -45,7 +46,7 @@ class LimitBody:
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
                 if message.get("more_body"):
-                    await _drain(receive, DRAIN_FACTOR * self.max_bytes - seen)
+                    await _drain(receive, self.drain_limit - seen)
                 # An HTTPException, which FastAPI lets through from reading a body (any other
                 # error there becomes its own 400); the app answers it in the family's shape.
                 raise HTTPException(413, self._error().message)

@@ -66,6 +66,8 @@ async def test_fifty_concurrent_starts_over_two_task_lock_instances(
     second = system.add("task-lock", "REHOST_TASK_LOCK_HEALTH_PORT", name="task-lock-2")
     second.start()
     try:
+        # Ready means consuming: whoever waited for it may count on the second consumer.
+        assert (await client.get(second.ready_url)).json()["consuming"] is True
         assert await consumers_of(amqp_url, "rehost.task-lock") == 2
         vm_id = f"vm-{uuid.uuid4().hex[:8]}"
         task_ids = await tasks_on_one_target(client, 50, vm_id)
