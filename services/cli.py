@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shlex
 import sys
 from typing import Annotated
 
@@ -110,20 +109,21 @@ def agent(
 def run(
     only: Annotated[list[str] | None, typer.Option(help="run only these processes")] = None,
 ) -> None:
-    """Run the whole system in the foreground, logs prefixed; Ctrl-C or SIGTERM stops it."""
-    from honcho.manager import Manager
-    from honcho.printer import Printer
+    """Run the whole system in the foreground, logs prefixed. A process that crashes is
+    started again after a back-off; Ctrl-C or SIGTERM stops them all."""
+    from shared.logs import configure_logging
 
-    get_settings().data_dir.mkdir(parents=True, exist_ok=True)
-    manager = Manager(Printer(sys.stdout, colour=sys.stdout.isatty(), prefix=True))
-    exe = shlex.quote(sys.argv[0])
-    for name, command in PROCESSES.items():
-        if not only or name in only:
-            manager.add_process(name, f"{exe} {command}", env=dict(os.environ))
-    manager.loop()
-    # A process ended by the signal that stopped us is a clean stop, not a failure.
-    code = manager.returncode or 0
-    sys.exit(code if code > 0 and code not in (130, 143) else 0)
+    from .supervisor import Child, Supervisor
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    configure_logging("supervisor", settings.log_format, settings.log_level)
+    children = [
+        Child(name, [sys.executable, "-m", "services.cli", command], dict(os.environ))
+        for name, command in PROCESSES.items()
+        if not only or name in only
+    ]
+    asyncio.run(Supervisor(children).run())
 
 
 @app.command()
@@ -154,6 +154,29 @@ def keys_create(
 
     key = new_key(domain, action, project or [])
     typer.echo(f"AK: {key.ak}\nSK: {key.sk}\n\nAdd this line to the access-key file:\n{key.line()}")
+
+
+agents = typer.Typer(help="Agents: which tenant, VM and broker account each one serves with.")
+app.add_typer(agents, name="agents")
+
+
+@agents.command("allow")
+def agents_allow(
+    agent_sn: Annotated[list[str], typer.Argument(help="the agents' serial numbers")],
+    domain: Annotated[str, typer.Option(help="the tenant they serve")],
+    vm_uuid: Annotated[str | None, typer.Option(help="the guest VM it serves (one agent)")] = None,
+    account: Annotated[
+        str | None, typer.Option(help="its RabbitMQ user; its events must then come from it")
+    ] = None,
+) -> None:
+    """Bind agents to a tenant (and a VM, and a broker account). A heartbeat never moves
+    a binding; only this does."""
+    from shared.operator import allow_agents
+
+    if vm_uuid and len(agent_sn) > 1:
+        raise typer.BadParameter("--vm-uuid binds one agent only")
+    for line in asyncio.run(allow_agents(get_settings(), agent_sn, domain, vm_uuid, account)):
+        typer.echo(line)
 
 
 dlq = typer.Typer(help="Dead-lettered messages: look at them, and replay them after a fix.")

@@ -15,8 +15,10 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import structlog
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +50,21 @@ def new_key(domain_id: str, actions: list[str], project_ids: list[str]) -> Acces
     return AccessKey(ak, secrets.token_urlsafe(30), domain_id, tuple(actions), tuple(project_ids))
 
 
+class KeyLine(BaseModel):
+    """One line of the file, taken strictly: a value of the wrong type (a string where a
+    list is expected, `"false"` for a boolean) refuses the line instead of being coerced
+    into wider access than the operator wrote."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    ak: Annotated[str, Field(min_length=1)]
+    sk: Annotated[str, Field(min_length=1)]
+    domain_id: Annotated[str, Field(min_length=1)]
+    actions: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    project_ids: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    enabled: bool = True
+
+
 def parse(text: str) -> dict[str, AccessKey]:
     keys: dict[str, AccessKey] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -55,19 +72,20 @@ def parse(text: str) -> dict[str, AccessKey]:
         if not line or line.startswith("#"):
             continue
         try:
-            item = json.loads(line)
-            key = AccessKey(
-                ak=str(item["ak"]),
-                sk=str(item["sk"]),
-                domain_id=str(item["domain_id"]),
-                actions=tuple(item.get("actions", [])),
-                project_ids=tuple(item.get("project_ids", [])),
-                enabled=bool(item.get("enabled", True)),
-            )
-        except (ValueError, KeyError, TypeError):
-            log.warning("access_keys.bad_line", line=number)  # never the line: it holds a secret
+            item = KeyLine.model_validate_json(line)
+        except ValidationError as exc:
+            # Never the line itself, nor the input values: the line holds a secret.
+            fields = sorted({".".join(map(str, e["loc"])) or "line" for e in exc.errors()})
+            log.warning("access_keys.bad_line", line=number, fields=fields)
             continue
-        keys[key.ak] = key
+        keys[item.ak] = AccessKey(
+            ak=item.ak,
+            sk=item.sk,
+            domain_id=item.domain_id,
+            actions=tuple(item.actions),
+            project_ids=tuple(item.project_ids),
+            enabled=item.enabled,
+        )
     return keys
 
 

@@ -117,16 +117,18 @@ class Bus:
                 raise Unavailable(f"publish failed: {exc!r}") from exc
 
     async def reply(self, incoming: Incoming, reply: Reply) -> None:
-        if not incoming.reply_to:
+        await self.answer(incoming.reply_to, incoming.correlation_id, reply)
+
+    async def answer(self, reply_to: str | None, correlation_id: str | None, reply: Reply) -> None:
+        """Replies to a request, from any channel: also later, from another delivery."""
+        if not reply_to:
             return
         message = build_message(
-            reply.model_dump_json().encode(),
-            "reply",
-            correlation_id=incoming.correlation_id,
+            reply.model_dump_json().encode(), "reply", correlation_id=correlation_id
         )
         # A reply is for a waiting caller only; it need not survive a broker restart.
         message.delivery_mode = aio_pika.DeliveryMode.NOT_PERSISTENT
-        await self.publish("", message, incoming.reply_to, span_name="reply publish")
+        await self.publish("", message, reply_to, span_name="reply publish")
 
     async def close(self) -> None:
         if self.connection and not self.connection.is_closed:

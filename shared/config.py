@@ -8,6 +8,9 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Signs tokens when REHOST_AUTH_SECRET is not set; anyone who read this file can mint them.
+DEVELOPMENT_SECRET = "change-me-rehost-dev-secret-32-bytes!"
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REHOST_", extra="ignore")
@@ -25,7 +28,10 @@ class Settings(BaseSettings):
     registry_health_port: int = 8101
     command_result_health_port: int = 8102
     task_lock_health_port: int = 8103
-    auth_secret: str = "change-me-rehost-dev-secret-32-bytes!"
+    auth_secret: str = DEVELOPMENT_SECRET
+    development: bool = Field(
+        default=False, description="a development machine: the development auth secret is fine"
+    )
     access_keys: str = Field(
         default="", description="file of SDK access keys (one JSON object a line); empty: none"
     )
@@ -42,7 +48,11 @@ class Settings(BaseSettings):
     agent_amqp_url: str = Field(default="", description="the agent's own account; empty: amqp_url")
     agent_domain: str = Field(default="default", description="the tenant this agent serves")
     agent_heartbeat: float = Field(default=5.0, description="seconds between agent heartbeats")
-    agent_parallel: int = Field(default=4, description="runs an agent executes at once")
+    agent_parallel: int = Field(default=4, ge=1, description="runs an agent executes at once")
+    agent_trust_on_first_use: bool = Field(
+        default=False,
+        description="an unknown agent's first heartbeat binds it to the tenant it names",
+    )
     agent_offline_after: float = Field(
         default=15.0, description="seconds without a heartbeat before an agent counts as offline"
     )
@@ -51,6 +61,11 @@ class Settings(BaseSettings):
     )
     log_format: str = Field(default="auto", description="json, console or auto (console on a tty)")
     log_level: str = "INFO"
+
+    @property
+    def insecure_secret(self) -> bool:
+        """Tokens are signed with the published development secret outside development."""
+        return self.auth_secret == DEVELOPMENT_SECRET and not self.development
 
     def store_url_for(self, service: str) -> str:
         if self.store_url:

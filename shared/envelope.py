@@ -116,6 +116,7 @@ class Incoming:
     correlation_id: str | None
     delivery_count: int
     headers: dict[str, Any] = field(default_factory=dict)
+    user_id: str | None = None  # the publisher's broker account, which RabbitMQ validated
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -148,4 +149,5 @@ def decode(message: AbstractIncomingMessage) -> Incoming:
         correlation_id=message.correlation_id,
         delivery_count=_count(headers.get(H_DELIVERY_COUNT)),
         headers=headers,
+        user_id=message.user_id,
     )

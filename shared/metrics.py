@@ -29,3 +29,7 @@ events_published = _meter.create_counter(
     "rehost.events.published",
     description="Events published, by type (and status for script executions and hosts)",
 )
+agent_events_refused = _meter.create_counter(
+    "rehost.agent.refused",
+    description="Agent events dead-lettered because the agent's identity does not allow them",
+)  # reason: sn_mismatch, unknown_agent, wrong_account, vm_mismatch, not_dispatched, routing_key

@@ -53,6 +53,17 @@ class ServiceDefinition:
     periodic: Callable[[Any], Awaitable[None]] | None = None
     period: float = 1.0
 
+    def queues(self) -> list[ServiceQueue]:
+        """Its commands' queue, and the events' queue when it follows events: each has its
+        own consumer, so an event never waits behind a command (nor the reverse)."""
+        commands = ServiceQueue(self.name, self.bindings, moved_event_bindings=self.event_bindings)
+        if not self.event_bindings:
+            return [commands]
+        return [
+            commands,
+            ServiceQueue(self.name, event_bindings=self.event_bindings, suffix=".events"),
+        ]
+
 
 async def wait_until_up(what: str, attempt: Callable[[], object]) -> None:
     """Retries `attempt` with back-off until it succeeds: a dependency that is down at start."""
@@ -82,35 +93,30 @@ async def run_service(definition: ServiceDefinition, settings: Settings) -> None
     await requester.start()
     handlers = definition.handlers(store, requester, settings)
     relay = OutboxRelay(bus, store, list(definition.collections), settings.outbox_interval)
-    consumer = Consumer(
-        bus,
-        ServiceQueue(definition.name, definition.bindings, definition.event_bindings),
-        handlers.routes(),
-        prefetch=settings.prefetch,
-        delivery_limit=settings.delivery_limit,
-        queries=definition.queries,
-        after_commit=relay.wake,
-        family=definition.family,
-        max_message_bytes=settings.max_message_bytes,
-    )
+    routes = handlers.routes()
+    consumers = [
+        _consumer(definition, settings, bus, relay, routes, queue) for queue in definition.queues()
+    ]
 
     async def readiness() -> dict[str, bool]:
         try:
             await store.ping()
-            store_ok = consumer.store_ok
+            store_ok = all(c.store_ok for c in consumers)
         except StoreUnavailable:
             store_ok = False
         # Ready once it takes messages: a replica that answered before it consumed
         # would be counted on by whoever waited for it (a rollout, a test).
-        return {"broker": bus.ready, "store": store_ok, "consuming": consumer.consuming}
+        consuming = all(c.consuming for c in consumers)
+        return {"broker": bus.ready, "store": store_ok, "consuming": consuming}
 
     health = HealthServer(settings.health_host, definition.health_port(settings), readiness)
     await health.start()
     freeze_startup_objects()
-    await consumer.start()
+    for consumer in consumers:
+        await consumer.start()
     relay.start()
     ticker = _start_periodic(definition, handlers, relay)
-    log.info("service.started", queue=consumer.queue.name)
+    log.info("service.started", queues=[c.queue.name for c in consumers])
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -121,7 +127,7 @@ async def run_service(definition: ServiceDefinition, settings: Settings) -> None
     log.info("service.stopping")
     if ticker is not None:
         ticker.cancel()
-    await consumer.stop()
+    await asyncio.gather(*(c.stop() for c in consumers))
     try:
         await relay.flush()
     except (Unavailable, StoreUnavailable) as exc:
@@ -131,6 +137,27 @@ async def run_service(definition: ServiceDefinition, settings: Settings) -> None
     await store.close()
     await health.stop()
     log.info("service.stopped")
+
+
+def _consumer(
+    definition: ServiceDefinition,
+    settings: Settings,
+    bus: Bus,
+    relay: OutboxRelay,
+    routes: dict[str, Handler],
+    queue: ServiceQueue,
+) -> Consumer:
+    return Consumer(
+        bus,
+        queue,
+        routes,
+        prefetch=settings.prefetch,
+        delivery_limit=settings.delivery_limit,
+        queries=definition.queries,
+        after_commit=relay.wake,
+        family=definition.family,
+        max_message_bytes=settings.max_message_bytes,
+    )
 
 
 def _start_periodic(

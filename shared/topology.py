@@ -20,13 +20,19 @@ DLX = "rehost.dlx"
 
 @dataclass(frozen=True)
 class ServiceQueue:
+    """One of a service's queues: its commands (`rehost.<service>`), or the events it
+    follows (`rehost.<service>.events`), so that events never wait behind commands."""
+
     service: str
-    bindings: tuple[str, ...]
+    bindings: tuple[str, ...] = ()
     event_bindings: tuple[str, ...] = ()
+    suffix: str = ""
+    # Event keys an earlier release bound to this queue, unbound when it is declared.
+    moved_event_bindings: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
-        return f"rehost.{self.service}"
+        return f"rehost.{self.service}{self.suffix}"
 
     @property
     def dead_letter_queue(self) -> str:
@@ -63,4 +69,18 @@ async def declare_service_queue(
         await main.bind(COMMANDS, routing_key=key)
     for key in queue.event_bindings:
         await main.bind(EVENTS, routing_key=key)
+    for key in queue.moved_event_bindings:
+        await main.unbind(EVENTS, routing_key=key)
     return main
+
+
+def agent_queue(agent_sn: str) -> str:
+    """The queue an agent consumes, fed through the default exchange."""
+    return f"rehost.agent.{agent_sn}"
+
+
+def agent_sn_of(routing_key: str) -> str | None:
+    """The SN of an agent event's routing key (`agent.<SN>.heartbeat`), which the broker's
+    topic permissions vouch for."""
+    parts = routing_key.split(".")
+    return parts[1] if len(parts) == 3 and parts[0] == "agent" and parts[1] else None

@@ -81,6 +81,8 @@ def base_env(
         "REHOST_OUTBOX_INTERVAL": "0.5",
         "REHOST_LOG_FORMAT": "json",
         "REHOST_AGENT_DOMAIN": "domain-a",
+        # The fleets these tests start bind themselves; the operator's path has its tests.
+        "REHOST_AGENT_TRUST_ON_FIRST_USE": "true",
         "REHOST_AGENT_HEARTBEAT": "1",
         "REHOST_AGENT_OFFLINE_AFTER": "4",
         "REHOST_RUN_GRACE": "3",

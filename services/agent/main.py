@@ -4,7 +4,9 @@ It consumes only its own queue, `rehost.agent.<SN>`, runs what arrives there, an
 publishes to `rehost.events` under `agent.<SN>.*` only: a heartbeat every few
 seconds and `agent.<SN>.finished` for every run. A run is acknowledged when it
 starts, so an agent that dies mid-run never runs it twice; the executor marks
-such a host TIMEOUT.
+such a host TIMEOUT. At most `REHOST_AGENT_PARALLEL` runs go at once; the others wait,
+unacknowledged, in its queue. Its events carry its broker account as the AMQP
+`user_id`, which RabbitMQ checks and the executor matches against the agent's binding.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import asyncio
 import contextlib
 import signal
 import socket
+from collections import deque
 from datetime import UTC, datetime
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
+from yarl import URL
 
 from shared.bus import Bus, Unavailable
 from shared.config import Settings
@@ -26,31 +30,42 @@ from shared.envelope import build_message
 from shared.logs import configure_logging
 from shared.service import wait_until_up
 from shared.telemetry import setup_tracing
-from shared.topology import EVENTS
+from shared.topology import EVENTS, agent_queue
 
 from .runner import Runner
 
 log = structlog.get_logger(__name__)
 
 
-def agent_queue(agent_sn: str) -> str:
-    return f"rehost.agent.{agent_sn}"
+# Deliveries held beyond the runs going at once, so that a cancel is not stuck behind
+# runs waiting for a slot.
+CANCEL_HEADROOM = 16
 
 
 class Agent:
     def __init__(
-        self, bus: Bus, agent_sn: str, vm_uuid: str | None, vm_name: str | None, domain_id: str
+        self,
+        bus: Bus,
+        agent_sn: str,
+        vm_uuid: str | None,
+        vm_name: str | None,
+        domain_id: str,
+        parallel: int = 4,
     ) -> None:
         self.bus = bus
         self.agent_sn = agent_sn
         self.vm_uuid = vm_uuid
         self.vm_name = vm_name
         self.domain_id = domain_id
+        self.parallel = parallel
         self.runner = Runner(agent_sn)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.account = URL(bus.url).user
+        self._slots = asyncio.Semaphore(parallel)
+        # Cancels of runs not running here (waiting, or long finished): the latest few.
+        self._canceled: deque[str] = deque(maxlen=1024)
 
-    async def start(self, parallel: int) -> None:
-        channel = await self.bus.new_channel(prefetch=parallel)
+    async def start(self) -> None:
+        channel = await self.bus.new_channel(prefetch=self.parallel + CANCEL_HEADROOM)
         queue = await channel.declare_queue(agent_queue(self.agent_sn), durable=True)
         await queue.consume(self._on_message)
 
@@ -61,10 +76,19 @@ class Agent:
             log.warning("run.malformed", error=str(exc))
             await message.reject(requeue=False)
             return
-        await message.ack()  # at most once: a lost run becomes TIMEOUT at the executor
         if job.kind == "cancel":
-            self.runner.cancel(job.run_id)
+            await message.ack()
+            if not self.runner.cancel(job.run_id):
+                self._canceled.append(job.run_id)  # it may still be waiting for a slot
             return
+        async with self._slots:
+            await message.ack()  # at most once: a lost run becomes TIMEOUT at the executor
+            if job.run_id in self._canceled:
+                await self._publish("finished", self.runner.canceled(job))
+                return
+            await self._run(job)
+
+    async def _run(self, job: AgentRun) -> None:
         log.info("run.started", run_id=job.run_id, kind=job.kind, timeout=job.timeout)
         try:
             result = await self.runner.run(job)
@@ -79,6 +103,7 @@ class Agent:
     async def _publish(self, what: str, body: RunFinished | Heartbeat) -> None:
         key = f"agent.{self.agent_sn}.{what}"
         message = build_message(body.model_dump_json().encode(), key, domain_id=self.domain_id)
+        message.user_id = self.account
         while True:
             try:
                 await self.bus.publish(EVENTS, message, key)
@@ -110,8 +135,8 @@ async def run_agent(
     setup_tracing("agent")
     bus = Bus(settings.agent_amqp_url or settings.amqp_url, f"rehost-agent-{agent_sn}")
     await wait_until_up("broker", bus.connect_plain)
-    agent = Agent(bus, agent_sn, vm_uuid, vm_name, settings.agent_domain)
-    await agent.start(settings.agent_parallel)
+    agent = Agent(bus, agent_sn, vm_uuid, vm_name, settings.agent_domain, settings.agent_parallel)
+    await agent.start()
     beating = asyncio.create_task(agent.heartbeats(settings.agent_heartbeat))
     log.info("agent.started", queue=agent_queue(agent_sn))
     stop = asyncio.Event()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import os
 import pwd
 import shutil
@@ -20,7 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from shared.contracts.scripts import MAX_OUTPUT, AgentRun, RunFinished, RunStatus
+from shared.contracts.scripts import (
+    MAX_OUTPUT,
+    AgentRun,
+    RunFinished,
+    RunStatus,
+    param_name_problem,
+)
 
 from .capture import Capture
 
@@ -34,8 +39,9 @@ class Refused(Exception):
 
 
 def _user(requested: str | None) -> pwd.struct_passwd | None:
-    """The account to run as; None means the agent's own."""
-    current = getpass.getuser()
+    """The account to run as; None means the agent's own (found by uid: LOGNAME and
+    USER are whatever the agent's environment says)."""
+    current = pwd.getpwuid(os.geteuid()).pw_name
     if not requested or requested == current:
         return None
     if os.geteuid() != 0:
@@ -53,8 +59,9 @@ def _environment(job: AgentRun, account: pwd.struct_passwd | None) -> dict[str, 
         "HOME": account.pw_dir if account else os.environ.get("HOME", "/"),
         "REHOST_RUN_ID": job.run_id,
     }
+    # Checked again here: a run may come from anyone who can write to this queue.
     for param in job.params:
-        if param.name.isidentifier():
+        if param_name_problem(param.name) is None:
             env[param.name] = param.value
     return env
 
@@ -105,11 +112,19 @@ class Runner:
     def running(self) -> int:
         return len(self._running)
 
-    def cancel(self, run_id: str) -> None:
+    def cancel(self, run_id: str) -> bool:
+        """Kills the run's process group; False when it is not running here."""
         process = self._running.get(run_id)
-        if process is not None:
-            self._canceled.add(run_id)
-            _kill_group(process.pid, signal.SIGKILL)
+        if process is None:
+            return False
+        self._canceled.add(run_id)
+        _kill_group(process.pid, signal.SIGKILL)
+        return True
+
+    def canceled(self, job: AgentRun) -> RunFinished:
+        """A run canceled before it started."""
+        capture = Capture(MAX_OUTPUT)
+        return self._finished(job, "CANCELED", None, time.monotonic(), capture, "canceled")
 
     def failed(self, job: AgentRun, error: str) -> RunFinished:
         return self._finished(job, "FAILED", None, time.monotonic(), Capture(MAX_OUTPUT), error)
@@ -146,6 +161,8 @@ class Runner:
             start_new_session=True,  # its own process group, killed as one
             user=account.pw_uid if account else None,
             group=account.pw_gid if account else None,
+            # The target user's own groups, never root's supplementary ones.
+            extra_groups=os.getgrouplist(account.pw_name, account.pw_gid) if account else None,
         )
         self._running[job.run_id] = process
         pumps = asyncio.gather(

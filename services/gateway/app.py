@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import structlog
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -32,6 +33,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging("gateway", settings.log_format, settings.log_level)
     setup_tracing("gateway")
+    if settings.insecure_secret:
+        structlog.get_logger(__name__).warning(
+            "auth.development_secret",
+            message="REHOST_AUTH_SECRET is not set: tokens are signed with the published "
+            "development secret and ANYONE CAN MINT THEM. Set REHOST_AUTH_SECRET, or "
+            "REHOST_DEVELOPMENT=true on a development machine.",
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

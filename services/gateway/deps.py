@@ -70,10 +70,24 @@ async def _from_signature(request: Request, authorization: str) -> Principal:
             body=await request.body(),
             now=datetime.now(UTC),
         )
+        _check_covered(headers, signed.signed_headers)
     except signing.SignatureRefused as exc:
         raise ApiError(REFUSALS[exc.reason], str(exc)) from exc
     _check_scope(headers, key.domain_id, key.project_ids)
     return Principal(subject=f"ak:{key.ak}", domain_id=key.domain_id, actions=key.actions)
+
+
+# Headers that change what a request does: a signed request must sign them, or a captured
+# request could be replayed with another value.
+MUST_BE_SIGNED = ("x-idempotency-key",)
+
+
+def _check_covered(headers: dict[str, str], signed_headers: tuple[str, ...]) -> None:
+    for name in MUST_BE_SIGNED:
+        if name in headers and name not in signed_headers:
+            raise signing.SignatureRefused(
+                "missing_header", f"The {name} header must be signed when it is sent."
+            )
 
 
 def _check_scope(headers: dict[str, str], domain_id: str, project_ids: tuple[str, ...]) -> None:

@@ -1,4 +1,4 @@
-"""ASGI middleware: the request-body size limit."""
+"""ASGI middleware: the request-body size and nesting limits."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.contracts.nesting import MAX_DEPTH, nests_deeper
 from shared.errors import ApiError, SmsCode
 
 from .errors import family_for
@@ -21,7 +22,8 @@ DRAIN_SECONDS = 5.0
 
 
 class LimitBody:
-    """Refuses bodies above `max_bytes` before they are parsed, declared or streamed."""
+    """Refuses bodies above `max_bytes` before they are parsed, declared or streamed, and
+    bodies nested deeper than the stores keep (400) before any parser recurses into them."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -38,18 +40,23 @@ class LimitBody:
                 await _drain(receive, self.drain_limit)
             await self._refuse(scope, send)
             return
+        chunks: list[bytes] = []
         seen = 0
 
         async def counting_receive() -> Message:
             nonlocal seen
             message = await receive()
-            seen += len(message.get("body", b""))
+            chunk = message.get("body", b"")
+            seen += len(chunk)
             if seen > self.max_bytes:
                 if message.get("more_body"):
                     await _drain(receive, self.drain_limit - seen)
                 # An HTTPException, which FastAPI lets through from reading a body (any other
                 # error there becomes its own 400); the app answers it in the family's shape.
                 raise HTTPException(413, self._error().message)
+            chunks.append(chunk)
+            if not message.get("more_body") and nests_deeper(b"".join(chunks)):
+                raise HTTPException(400, f"The request body nests deeper than {MAX_DEPTH} levels.")
             return message
 
         await self.app(scope, counting_receive, send)

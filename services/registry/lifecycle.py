@@ -17,6 +17,8 @@ from shared.contracts.lifecycle import ActionCause, ResultCause
 from shared.contracts.sources import MigrationCycle, SourceState
 
 STATES: tuple[SourceState, ...] = get_args(SourceState)
+# The states a register may create a server in (the agent's environment check passed or not).
+INITIAL: frozenset[SourceState] = frozenset({"waiting", "unavailable"})
 TERMINAL: frozenset[SourceState] = frozenset({"finished", "deleting"})
 # States in which an agent is working: a failed migration command here means `error`.
 ACTIVE: frozenset[SourceState] = frozenset(
@@ -105,8 +107,7 @@ def edges() -> list[tuple[SourceState, SourceState, str]]:
 def mermaid() -> str:
     lines = [
         "stateDiagram-v2",
-        "    [*] --> waiting : register",
-        "    [*] --> unavailable : register",
+        *(f"    [*] --> {state} : register" for state in sorted(INITIAL, reverse=True)),
     ]
     lines += [f"    {a} --> {b} : {label}" for a, b, label in edges()]
     lines += ["    finished --> [*]", "    deleting --> [*]"]

@@ -90,7 +90,36 @@ def register(
     return _update(existing, body, now)
 
 
+def _lifecycle_fields(sent: dict[str, Any], current: dict[str, Any]) -> Decision | None:
+    """A register sets no lifecycle: a new server starts in an initial state with no
+    migration cycle, and an update may only repeat what the server has."""
+    state, cycle = sent.get("state"), sent.get("migration_cycle")
+    if not current:
+        if state is not None and state not in lifecycle.INITIAL:
+            return _not_settable(
+                "state", state, f"a new server starts {' or '.join(sorted(lifecycle.INITIAL))}"
+            )
+        if cycle is not None:
+            return _not_settable("migration_cycle", cycle, "a new server has none")
+        return None
+    for name in ("state", "migration_cycle"):
+        if name in sent and sent[name] != current.get(name):
+            return _not_settable(
+                name,
+                sent[name],
+                f"a registered server's {name} ({current.get(name)}) changes through command "
+                "results and task actions",
+            )
+    return None
+
+
+def _not_settable(name: str, value: Any, why: str) -> Decision:
+    return reject(SmsCode.STATE_NOT_SETTABLE, f"Invalid parameter {name} ({value}): {why}.")
+
+
 def _create(body: SourceServerBody, domain_id: str, new_id: str, now: datetime) -> Decision:
+    if (refused := _lifecycle_fields(_sent_fields(body), {})) is not None:
+        return refused
     missing = [f for f in REQUIRED_FOR_REGISTRATION if getattr(body, f) in (None, "")]
     if not body.hostname and not body.name:
         missing.append("hostname (or name)")
@@ -123,12 +152,8 @@ def _create(body: SourceServerBody, domain_id: str, new_id: str, now: datetime) 
 
 def _update(existing: Document, body: SourceServerBody, now: datetime) -> Decision:
     sent = _sent_fields(body)
-    if "state" in sent and sent["state"] != existing.data.get("state"):
-        return reject(
-            SmsCode.STATE_NOT_SETTABLE,
-            f"Invalid parameter state: a registered server's state ({existing.data.get('state')})"
-            " changes through command results and task actions.",
-        )
+    if (refused := _lifecycle_fields(sent, existing.data)) is not None:
+        return refused
     changed = sorted(k for k, v in sent.items() if existing.data.get(k) != v)
     reply = Reply(status=200, body={"id": existing.id})
     if not changed:

@@ -52,9 +52,21 @@ def parse_run_id(value: str) -> tuple[str, int] | None:
     return (head, int(tail)) if head and tail.isdigit() else None
 
 
+def dispatched_to(data: dict[str, Any], value: str) -> str | None:
+    """The agent a run was sent to, or None when no host of the execution has that run."""
+    host = _host_by_run(data, value)
+    return None if host is None else str(host["agent_sn"])
+
+
 def new_execution(
-    execute_uuid: str, script: dict[str, Any], request: ExecuteScript, now: float
+    execute_uuid: str,
+    script: dict[str, Any],
+    request: ExecuteScript,
+    now: float,
+    params: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """`params`: the request's parameters as bound to the script's declarations
+    (`scripts.bind_params`); by default, as the request gives them."""
     instance = 0
     batches = []
     for batch in sorted(request.execute_batches, key=lambda b: b.batch_index):
@@ -80,7 +92,9 @@ def new_execution(
         "timeout": param.timeout,
         "success_rate": str(param.success_rate),
         "execute_user": param.execute_user,
-        "script_params": [p.model_dump() for p in param.script_params],
+        "script_params": params
+        if params is not None
+        else [p.model_dump() for p in param.script_params],
         "status": "PROCESSING",
         "pause_requested": False,
         "batches": batches,

@@ -8,17 +8,19 @@ and the agents' runs in the outbox.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from weakref import WeakValueDictionary
 
 from shared.aggregates import Decision, NewCommand, NewEvent, apply
 from shared.bus import Requester, Unavailable
+from shared.coalescer import Coalescer
 from shared.config import Settings
 from shared.consumer import Handler, PermanentError, tenant
 from shared.contracts.scripts import (
+    AgentBinding,
     AgentRun,
     ExecuteCommand,
     Heartbeat,
@@ -32,20 +34,18 @@ from shared.contracts.scripts import (
 from shared.contracts.zstack import VmCommand
 from shared.envelope import Incoming, Reply, derived_id, utcnow
 from shared.errors import ApiError, CocCode
-from shared.store import Document, Query, Store
+from shared.keys import scoped
+from shared.store import Document, Query, Store, find_all
+from shared.topology import agent_queue
 
-from . import executions, scripts, vm_commands
+from . import agents, executions, scripts, vm_commands
+from .agents import AGENTS_COLLECTION as AGENTS
+from .agents import AgentRefused, Claim, Liveness
 from .executions import Context, Outcome
 from .views import batch_detail, batch_summaries, order_summary
 
 EXECUTIONS = "executions"
 OUTPUTS = "outputs"
-AGENTS = "agents"
-AGENT_CACHE_SECONDS = 1.0
-
-
-def agent_queue(agent_sn: str) -> str:
-    return f"rehost.agent.{agent_sn}"
 
 
 def execution_not_found(execute_uuid: str) -> Reply:
@@ -60,7 +60,8 @@ class Report:
     """An agent's report on one run, with the message that carried it."""
 
     message_id: str
-    domain_id: str | None
+    agent_sn: str  # as the broker vouches for it, not as the body says
+    domain_id: str  # the agent's binding
     instance_id: int
     result: RunFinished
 
@@ -92,11 +93,13 @@ class ScriptExecutorHandlers:
         self.store = store
         self.requester = requester
         self.settings = settings
-        self._agents: dict[str, tuple[float, Document | None]] = {}
-        self._reports: dict[str, list[tuple[Report, asyncio.Future[None]]]] = {}
-        # Reports on one execution are applied one at a time in this process: run
+        self.liveness = Liveness(store, settings.agent_offline_after)
+        # Reports on one execution are applied one batch at a time in this process: run
         # concurrently, the hosts of a batch would all conflict on the one document.
-        self._execution_locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
+        # The other reports of a batch that failed to apply are held, not dead-lettered.
+        self._reports = Coalescer[Report](
+            self._apply_reports, lambda exc: Unavailable(f"applying reports failed: {exc!r}")
+        )
 
     def routes(self) -> dict[str, Handler]:
         return {
@@ -112,6 +115,7 @@ class ScriptExecutorHandlers:
             "coc.order.statistics": self.order_statistics,
             "coc.order.operate": self.operate,
             "zstack.vm.exec": self.vm_exec,
+            "coc.agent.allow": self.allow_agent,
             "agent.*.heartbeat": self.heartbeat,
             "agent.*.finished": self.run_finished,
         }
@@ -170,36 +174,8 @@ class ScriptExecutorHandlers:
                 h["agent_sn"] for b in data["batches"] for h in b["hosts"] if h["status"] == "READY"
             }
         now = time.time()
-        agents = await self._agents_of(waiting, now)
-        online = {sn for sn, agent in agents.items() if self._alive(agent, domain_id, now)}
-        return Context(now=now, online=frozenset(online), grace=self.settings.run_grace)
-
-    async def _agents_of(self, agent_sns: set[str], now: float) -> dict[str, Document | None]:
-        """The agents' last heartbeats, each read at most once a second and all stale ones
-        in one read: every report of a fleet-wide execution asks about all its waiting
-        hosts, and a second's staleness is nothing beside the seconds an agent needs to
-        count as offline."""
-        cache = self._agents
-        agents = {
-            sn: cached[1]
-            for sn in agent_sns
-            if (cached := cache.get(sn)) is not None and now - cached[0] < AGENT_CACHE_SECONDS
-        }
-        # Read from `agents` only: a heartbeat handled during the read drops its agent
-        # from the cache.
-        stale = [sn for sn in agent_sns if sn not in agents]
-        if stale:
-            found = await self.store.get_many(AGENTS, stale)
-            for sn in stale:
-                agents[sn] = found.get(sn)
-                cache[sn] = (now, agents[sn])
-        return agents
-
-    def _alive(self, agent: Document | None, domain_id: str, now: float) -> bool:
-        if agent is None:
-            return False
-        fresh = agent.data.get("last_seen", 0) >= now - self.settings.agent_offline_after
-        return fresh and agent.domain_id == domain_id
+        online = await self.liveness.online(waiting, domain_id, now)
+        return Context(now=now, online=online, grace=self.settings.run_grace)
 
     async def execute(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
@@ -209,13 +185,15 @@ class ScriptExecutorHandlers:
             return scripts.not_found(command.script_uuid)
         # The idempotency key names the execution, so a retried call finds the first one.
         seed = (
-            f"{domain_id}:{command.idempotency_key}"
+            scoped(domain_id, command.idempotency_key)
             if command.idempotency_key
             else incoming.message_id
         )
         execute_uuid = "SCT" + derived_id(seed, "execution")[:24]
         reply = Reply(status=200, body={"data": execute_uuid})
-        data = executions.new_execution(execute_uuid, scripts.view(script), command, time.time())
+        params = scripts.bind_params(script, command.execute_param.script_params)
+        view = {**script.data, "script_uuid": script.id}
+        data = executions.new_execution(execute_uuid, view, command, time.time(), params)
         ctx = await self._context(data, domain_id)
 
         def decide(current: Document | None) -> Decision:
@@ -311,71 +289,70 @@ class ScriptExecutorHandlers:
 
         return await apply(self.store, EXECUTIONS, incoming.message_id, load, decide)
 
-    # -- what agents report ---------------------------------------------------------
+    # -- agents: who they are, and what they report -----------------------------------
 
-    async def heartbeat(self, incoming: Incoming) -> None:
-        beat = Heartbeat.model_validate_json(incoming.body)
-        domain_id = incoming.domain_id or self.settings.agent_domain
-        data = {**beat.model_dump(mode="json"), "last_seen": time.time()}
-
-        def decide(current: Document | None) -> Decision:
-            base = current or Document(id=beat.agent_sn, domain_id=domain_id, data={})
-            doc = base.evolve(domain_id=domain_id, data=data)
-            return Decision(reply=Reply(status=200, body={}), doc=doc)
-
-        await apply(
+    async def allow_agent(self, incoming: Incoming) -> Reply:
+        binding = AgentBinding.model_validate_json(incoming.body)
+        reply = await apply(
             self.store,
             AGENTS,
             incoming.message_id,
-            lambda: self.store.get(AGENTS, beat.agent_sn),
-            decide,
+            lambda: self.store.get(AGENTS, binding.agent_sn),
+            lambda current: agents.allow(current, binding),
         )
-        self._agents.pop(beat.agent_sn, None)  # seen alive: the next read is fresh
+        self.liveness.seen(binding.agent_sn)
+        return reply
+
+    async def heartbeat(self, incoming: Incoming) -> None:
+        beat = Heartbeat.model_validate_json(incoming.body)
+        claim = Claim.of(incoming)
+        current = await self.store.get(AGENTS, claim.agent_sn)
+        first_use = None
+        vm_taken = False
+        if current is None and self.settings.agent_trust_on_first_use:
+            first_use = claim.domain_id or self.settings.agent_domain
+            vm_taken = beat.vm_uuid is not None and await self._vm_taken(beat.vm_uuid)
+        loaded = [current]
+
+        async def load() -> Document | None:
+            return loaded.pop() if loaded else await self.store.get(AGENTS, claim.agent_sn)
+
+        def decide(current: Document | None) -> Decision:
+            return agents.heartbeat(
+                current, claim, beat, time.time(), first_use=first_use, vm_taken=vm_taken
+            )
+
+        await apply(self.store, AGENTS, incoming.message_id, load, decide)
+        self.liveness.seen(claim.agent_sn)
+
+    async def _vm_taken(self, vm_uuid: str) -> bool:
+        found = await self.store.find(AGENTS, Query(equals={"vm_uuid": vm_uuid}, limit=1))
+        return bool(found.items)
 
     async def run_finished(self, incoming: Incoming) -> None:
         result = RunFinished.model_validate_json(incoming.body)
+        claim = Claim.of(incoming)
+        binding = agents.check(await self.store.get(AGENTS, claim.agent_sn), claim, result.agent_sn)
         if result.run_id.startswith(vm_commands.PREFIX):
-            await vm_commands.record(self.store, incoming.message_id, result)
+            await self._vm_finished(incoming.message_id, result, claim.agent_sn)
             return
         parsed = executions.parse_run_id(result.run_id)
         if parsed is None:
             raise PermanentError(f"unknown run id {result.run_id!r}")
         execute_uuid, instance_id = parsed
-        report = Report(incoming.message_id, incoming.domain_id, instance_id, result)
-        await self._in_turn(execute_uuid, report)
+        report = Report(incoming.message_id, claim.agent_sn, binding.domain_id, instance_id, result)
+        await self._reports.submit(execute_uuid, report)
 
-    async def _in_turn(self, execute_uuid: str, report: Report) -> None:
-        """Applies the report once the execution's earlier reports are applied, together
-        with any that queued up meanwhile: a batch's hosts finish at nearly the same time,
-        and one change for all of them beats as many conflicting ones. Each report's
-        handler returns (and its message is acked) only once the change holding it is
-        stored, and fails with it."""
-        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._reports.setdefault(execute_uuid, []).append((report, mine))
-        async with self._execution_locks.setdefault(execute_uuid, asyncio.Lock()):
-            if not mine.done():
-                queued = self._reports.pop(execute_uuid, [])
-                try:
-                    await self._apply_reports(execute_uuid, [r for r, _ in queued])
-                except BaseException as exc:
-                    for _, theirs in queued:
-                        if theirs is not mine:
-                            theirs.set_exception(Unavailable(f"applying reports failed: {exc!r}"))
-                    raise
-                for _, theirs in queued:
-                    theirs.set_result(None)
-        await mine
-
-    async def _apply_reports(self, execute_uuid: str, reports: list[Report]) -> None:
-        """One load, one liveness read and one change for all `reports`; their outputs
-        are kept beside it, in the same group commit."""
+    async def _apply_reports(
+        self, execute_uuid: str, reports: list[Report]
+    ) -> Sequence[BaseException | None]:
+        """One load, one liveness read and one change for all `reports` that their agents
+        may make; their outputs are kept beside it, in the same group commit."""
         doc = await self.store.get(EXECUTIONS, execute_uuid)
-        if doc is None:
-            return
-        # A report from another domain's agent says nothing about this execution.
-        ours = [r for r in reports if (r.domain_id or doc.domain_id) == doc.domain_id]
-        if not ours:
-            return
+        refusals = [_refusal(doc, report) for report in reports]
+        ours = [r for r, refusal in zip(reports, refusals, strict=True) if refusal is None]
+        if doc is None or not ours:
+            return refusals
         # Hosts only ever leave READY, so liveness read for `doc` covers any later state.
         ctx = await self._context(doc.data, doc.domain_id)
         loaded = [doc]
@@ -398,6 +375,7 @@ class ScriptExecutorHandlers:
             *(self._keep_output(doc, r) for r in ours),
             apply(self.store, EXECUTIONS, fold_id, load, decide),
         )
+        return refusals
 
     async def _keep_output(self, doc: Document, report: Report) -> None:
         result = report.result
@@ -421,10 +399,11 @@ class ScriptExecutorHandlers:
         )
 
     async def expire_overdue(self) -> None:
-        """Marks TIMEOUT the hosts whose agents did not answer in time (run every second)."""
-        found = await self.store.find(EXECUTIONS, Query(equals={"status": "PROCESSING"}, limit=100))
+        """Marks TIMEOUT the hosts and VM commands whose agents did not answer in time
+        (run every second): every processing one, however many there are."""
         now = time.time()
-        for doc in found.items:
+        processing = Query(equals={"status": "PROCESSING"})
+        for doc in await find_all(self.store, EXECUTIONS, processing):
             overdue = any(
                 h["status"] == "PROCESSING" and h.get("deadline", now) < now
                 for b in doc.data["batches"]
@@ -432,7 +411,9 @@ class ScriptExecutorHandlers:
             )
             if overdue:
                 await self._expire(doc)
-        await vm_commands.expire(self.store, now)
+        for doc in await find_all(self.store, vm_commands.COLLECTION, processing):
+            if doc.data["deadline"] < now:
+                await self._vm_expired(doc.id)
 
     async def _expire(self, doc: Document) -> None:
         ctx = await self._context(doc.data, doc.domain_id)
@@ -452,9 +433,77 @@ class ScriptExecutorHandlers:
 
     # -- ZStack guest-VM commands -----------------------------------------------------
 
-    async def vm_exec(self, incoming: Incoming) -> Reply:
+    async def vm_exec(self, incoming: Incoming) -> Reply | None:
+        """Sends the command to the VM's agent and returns without a reply: the caller is
+        answered when the agent reports (or the run expires), so no delivery is held while
+        the command runs."""
         domain_id = tenant(incoming)
         command = VmCommand.model_validate_json(incoming.body)
-        return await vm_commands.execute(
-            self.store, incoming.message_id, command, domain_id, self.settings
+        vm_uuid = command.params.vmInstanceUuid
+        found = await self.store.find(
+            AGENTS, Query(domain_id=domain_id, equals={"vm_uuid": vm_uuid}, limit=1)
         )
+        agent = found.items[0] if found.items else None
+        online = agent is not None and self.liveness.alive(agent, domain_id)
+        refusal = vm_commands.refusal(command, agent, online)
+        if refusal is not None or agent is None:
+            return refusal
+        run_id = vm_commands.PREFIX + derived_id(incoming.message_id, "vm")
+        caller = vm_commands.Caller(incoming.reply_to, incoming.correlation_id)
+        await apply(
+            self.store,
+            vm_commands.COLLECTION,
+            incoming.message_id,
+            lambda: self.store.get(vm_commands.COLLECTION, run_id),
+            lambda current: vm_commands.dispatch(
+                current, run_id, agent, command, caller, time.time(), self.settings.run_grace
+            ),
+        )
+        # A redelivered request whose run has finished meanwhile is answered now.
+        run = await self.store.get(vm_commands.COLLECTION, run_id)
+        if run is not None and run.data["status"] != "PROCESSING":
+            return vm_commands.answer(run.data)
+        return None
+
+    async def _vm_finished(self, message_id: str, result: RunFinished, agent_sn: str) -> None:
+        await self._vm_change(
+            message_id, result.run_id, lambda current: vm_commands.finish(current, result, agent_sn)
+        )
+
+    async def _vm_expired(self, run_id: str) -> None:
+        await self._vm_change(f"expire:{run_id}", run_id, vm_commands.expire)
+
+    async def _vm_change(
+        self, message_id: str, run_id: str, decide: Callable[[Document | None], Decision]
+    ) -> None:
+        """Applies a run's end and answers the caller waiting for it."""
+        changed: list[Document] = []
+
+        def deciding(current: Document | None) -> Decision:
+            decision = decide(current)
+            changed[:] = [] if decision.doc is None else [decision.doc]
+            return decision
+
+        collection = vm_commands.COLLECTION
+        await apply(
+            self.store, collection, message_id, lambda: self.store.get(collection, run_id), deciding
+        )
+        for run in changed:
+            reply = vm_commands.answer(run.data)
+            with contextlib.suppress(Unavailable):  # the caller then gets its 503
+                await self.requester.bus.answer(
+                    run.data.get("reply_to"), run.data.get("correlation_id"), reply
+                )
+
+
+def _refusal(doc: Document | None, report: Report) -> AgentRefused | None:
+    """Why an agent's report may not touch the execution: a run is reported on only by the
+    agent it was dispatched to, of the execution's own tenant."""
+    run_id = report.result.run_id
+    sent_to = None if doc is None else executions.dispatched_to(doc.data, run_id)
+    if doc is None or sent_to != report.agent_sn or doc.domain_id != report.domain_id:
+        return agents.refused(
+            "not_dispatched",
+            f"run {run_id} was not sent to agent {report.agent_sn!r}",
+        )
+    return None

@@ -6,7 +6,8 @@ from shared.errors import Family
 from shared.service import ServiceDefinition
 
 from . import scripts, vm_commands
-from .handlers import AGENTS, EXECUTIONS, OUTPUTS, ScriptExecutorHandlers
+from .agents import AGENTS_COLLECTION
+from .handlers import EXECUTIONS, OUTPUTS, ScriptExecutorHandlers
 
 
 async def _expire(handlers: ScriptExecutorHandlers) -> None:
@@ -15,9 +16,15 @@ async def _expire(handlers: ScriptExecutorHandlers) -> None:
 
 SCRIPT_EXECUTOR = ServiceDefinition(
     name="script-executor",
-    bindings=("coc.script.*", "coc.order.*", "zstack.vm.*"),
+    bindings=("coc.script.*", "coc.order.*", "coc.agent.*", "zstack.vm.*"),
     event_bindings=("agent.*.heartbeat", "agent.*.finished"),
-    collections=(scripts.COLLECTION, EXECUTIONS, vm_commands.COLLECTION, OUTPUTS, AGENTS),
+    collections=(
+        scripts.COLLECTION,
+        EXECUTIONS,
+        vm_commands.COLLECTION,
+        OUTPUTS,
+        AGENTS_COLLECTION,
+    ),
     handlers=ScriptExecutorHandlers,
     health_port=lambda settings: settings.script_executor_health_port,
     queries=frozenset(

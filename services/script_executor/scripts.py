@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.aggregates import Decision, NewEvent
-from shared.contracts.scripts import ScriptBody
+from shared.contracts.scripts import ScriptBody, ScriptExecuteInputParam
 from shared.envelope import Reply
 from shared.errors import ApiError, CocCode, Code
 from shared.store import Document
@@ -29,8 +29,34 @@ def not_found(script_uuid: str) -> Reply:
     return reject(CocCode.SCRIPT_NOT_FOUND, f"Script {script_uuid} does not exist.").reply
 
 
+MASK = "******"
+
+
 def view(doc: Document) -> dict[str, Any]:
-    return {**doc.data, "script_uuid": doc.id, "version": doc.version}
+    """The script as reads answer it: the values of sensitive parameters are masked."""
+    params = [masked(p) for p in doc.data.get("script_params", [])]
+    return {**doc.data, "script_params": params, "script_uuid": doc.id, "version": doc.version}
+
+
+def masked(param: dict[str, Any]) -> dict[str, Any]:
+    return {**param, "param_value": MASK} if param.get("sensitive") else param
+
+
+def bind_params(script: Document, given: list[ScriptExecuteInputParam]) -> list[dict[str, Any]]:
+    """The execution's parameters: only names the script declares, each keeping whether
+    it is sensitive. Raises ApiError (400) naming the first undeclared one."""
+    declared = {p["param_name"]: p for p in script.data.get("script_params", [])}
+    bound = []
+    for param in given:
+        if param.param_name not in declared:
+            raise ApiError(
+                CocCode.INVALID_PARAMETER,
+                f"Invalid parameter script_params: {param.param_name!r} is not a parameter "
+                f"of script {script.id}.",
+            )
+        sensitive = bool(declared[param.param_name].get("sensitive"))
+        bound.append({**param.model_dump(), "sensitive": sensitive})
+    return bound
 
 
 def create(

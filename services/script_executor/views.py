@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from .executions import statistics
+from .scripts import masked
 
 
 def _ms(stamp: float | None) -> int | None:
@@ -38,7 +39,7 @@ def order_summary(data: dict[str, Any]) -> dict[str, Any]:
                 "timeout": data["timeout"],
                 "success_rate": float(Decimal(data["success_rate"])),
                 "execute_user": data["execute_user"],
-                "script_params": data["script_params"],
+                "script_params": [masked(p) for p in data["script_params"]],
             },
         },
         "batch_count": len(data["batches"]),

@@ -1,19 +1,18 @@
 """ZStack guest-VM commands: synchronous for the caller, a run like any other for the agent.
 
-The handler dispatches the command to the VM's agent through the outbox and waits
-(polling the store, so any replica may record the agent's report) until the run
-finishes or its deadline passes. Keyed by the message, a redelivered request waits
-for the run it already dispatched instead of running the command twice.
+The handler stores the run with the caller's reply-to address and dispatches it to the
+VM's agent through the outbox, then lets the request's delivery go: nothing waits
+while the command runs. Whichever replica records the agent's report (or the sweep that
+finds the run past its deadline) answers the caller. Keyed by the message, a
+redelivered request finds the run it already dispatched instead of running it twice.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
+from dataclasses import dataclass
 from typing import Any
 
-from shared.aggregates import Decision, NewCommand, NewEvent, apply
-from shared.config import Settings
+from shared.aggregates import Decision, NewCommand, NewEvent
 from shared.contracts.scripts import AgentRun, RunFinished
 from shared.contracts.zstack import (
     DEFAULT_COMMAND_TIMEOUT,
@@ -21,14 +20,15 @@ from shared.contracts.zstack import (
     VmCommandResult,
     VmInstanceRef,
 )
-from shared.envelope import Reply, derived_id
+from shared.envelope import Reply
 from shared.errors import ApiError, Code, ZstackCode
-from shared.store import Document, Query, Store
+from shared.store import Document
+from shared.topology import agent_queue
+
+from .agents import refused
 
 PREFIX = "zs-"
 COLLECTION = "vmruns"
-AGENTS = "agents"
-POLL = 0.05
 
 
 def _error(code: Code, message: str) -> Reply:
@@ -63,107 +63,91 @@ def answer(data: dict[str, Any]) -> Reply:
     return Reply(status=200, body=result.model_dump(mode="json"))
 
 
-async def execute(
-    store: Store, message_id: str, command: VmCommand, domain_id: str, settings: Settings
-) -> Reply:
+@dataclass(frozen=True)
+class Caller:
+    """Where the answer goes: the gateway's direct reply-to address for the request."""
+
+    reply_to: str | None
+    correlation_id: str | None
+
+
+def dispatch(
+    current: Document | None,
+    run_id: str,
+    agent: Document,
+    command: VmCommand,
+    caller: Caller,
+    now: float,
+    grace: float,
+) -> Decision:
+    """The run, stored with the caller to answer and sent to the VM's agent."""
+    if current is not None:
+        return Decision(reply=Reply(status=200))
     params = command.params
-    if params.platform.lower() != "linux":
-        return _error(ZstackCode.INVALID_PARAMETER, f"platform {params.platform} is not supported")
-    found = await store.find(
-        AGENTS, Query(domain_id=domain_id, equals={"vm_uuid": params.vmInstanceUuid}, limit=1)
-    )
-    if not found.items:
-        return _error(ZstackCode.VM_NOT_FOUND, f"No agent serves VM {params.vmInstanceUuid}.")
-    agent = found.items[0]
-    now = time.time()
-    if agent.data.get("last_seen", 0) < now - settings.agent_offline_after:
-        return _error(
-            ZstackCode.AGENT_OFFLINE, f"The agent of VM {params.vmInstanceUuid} is offline."
-        )
-    run_id = PREFIX + derived_id(message_id, "vm")
     timeout = params.commandTimeout or DEFAULT_COMMAND_TIMEOUT
-    deadline = now + timeout + settings.run_grace
     data = {
         "run_id": run_id,
         "agent_sn": agent.id,
         "vm_uuid": params.vmInstanceUuid,
         "vm_name": agent.data.get("vm_name"),
         "timeout": timeout,
-        "deadline": deadline,
+        "deadline": now + timeout + grace,
         "status": "PROCESSING",
+        "reply_to": caller.reply_to,
+        "correlation_id": caller.correlation_id,
     }
     run = AgentRun(kind="command", run_id=run_id, content=params.command, timeout=timeout)
+    started = {"run_id": run_id, "vm_uuid": params.vmInstanceUuid}
+    return Decision(
+        reply=Reply(status=200),
+        doc=Document(id=run_id, domain_id=agent.domain_id, data=data, created_at=now),
+        events=(NewEvent("zstack.vm.command_started", started),),
+        commands=(
+            NewCommand(
+                agent_queue(agent.id),
+                run.model_dump(mode="json"),
+                exchange="",
+                expiration=timeout + grace,
+            ),
+        ),
+    )
 
-    def decide(current: Document | None) -> Decision:
-        if current is not None:
-            return Decision(reply=Reply(status=200))
-        doc = Document(id=run_id, domain_id=domain_id, data=data, created_at=now)
-        return Decision(
-            reply=Reply(status=200),
-            doc=doc,
-            events=(
-                NewEvent(
-                    "zstack.vm.command_started",
-                    {"run_id": run_id, "vm_uuid": params.vmInstanceUuid},
-                ),
-            ),
-            commands=(
-                NewCommand(
-                    f"rehost.agent.{agent.id}",
-                    run.model_dump(mode="json"),
-                    exchange="",
-                    expiration=timeout + settings.run_grace,
-                ),
-            ),
+
+def refusal(command: VmCommand, agent: Document | None, online: bool) -> Reply | None:
+    """Why the command cannot be sent, or None when it can."""
+    params = command.params
+    if params.platform.lower() != "linux":
+        return _error(ZstackCode.INVALID_PARAMETER, f"platform {params.platform} is not supported")
+    if agent is None:
+        return _error(ZstackCode.VM_NOT_FOUND, f"No agent serves VM {params.vmInstanceUuid}.")
+    if not online:
+        return _error(
+            ZstackCode.AGENT_OFFLINE, f"The agent of VM {params.vmInstanceUuid} is offline."
         )
-
-    await apply(store, COLLECTION, message_id, lambda: store.get(COLLECTION, run_id), decide)
-    return await _wait(store, run_id)
+    return None
 
 
-async def _wait(store: Store, run_id: str) -> Reply:
-    while True:
-        doc = await store.get(COLLECTION, run_id)
-        assert doc is not None
-        if doc.data["status"] != "PROCESSING" or time.time() > doc.data["deadline"]:
-            return answer(doc.data)
-        await asyncio.sleep(POLL)
+def finish(current: Document | None, result: RunFinished, agent_sn: str) -> Decision:
+    """The agent's report on a run it was sent; late or repeated reports change nothing."""
+    if current is None or current.data["agent_sn"] != agent_sn:
+        raise refused("not_dispatched", f"run {result.run_id} was not sent to agent {agent_sn!r}")
+    if current.data["status"] != "PROCESSING":
+        return Decision(reply=Reply(status=200))
+    data = {
+        **current.data,
+        **result.model_dump(include={"status", "exit_code", "stdout", "stderr", "error"}),
+    }
+    finished = {"run_id": result.run_id, "status": result.status}
+    return Decision(
+        reply=Reply(status=200),
+        doc=current.evolve(data=data),
+        events=(NewEvent("zstack.vm.command_finished", finished),),
+    )
 
 
-async def record(store: Store, message_id: str, result: RunFinished) -> None:
-    def decide(current: Document | None) -> Decision:
-        if current is None or current.data["status"] != "PROCESSING":
-            return Decision(reply=Reply(status=200))
-        data = {
-            **current.data,
-            **result.model_dump(include={"status", "exit_code", "stdout", "stderr", "error"}),
-        }
-        return Decision(
-            reply=Reply(status=200),
-            doc=current.evolve(data=data),
-            events=(
-                NewEvent(
-                    "zstack.vm.command_finished", {"run_id": result.run_id, "status": result.status}
-                ),
-            ),
-        )
-
-    await apply(store, COLLECTION, message_id, lambda: store.get(COLLECTION, result.run_id), decide)
-
-
-async def expire(store: Store, now: float) -> None:
-    found = await store.find(COLLECTION, Query(equals={"status": "PROCESSING"}, limit=100))
-    for doc in found.items:
-        if doc.data["deadline"] < now:
-            await apply(
-                store,
-                COLLECTION,
-                f"expire:{doc.id}",
-                lambda doc=doc: store.get(COLLECTION, doc.id),  # type: ignore[misc]
-                lambda current: Decision(
-                    reply=Reply(status=200),
-                    doc=None
-                    if current is None or current.data["status"] != "PROCESSING"
-                    else current.evolve(data={**current.data, "status": "TIMEOUT"}),
-                ),
-            )
+def expire(current: Document | None) -> Decision:
+    if current is None or current.data["status"] != "PROCESSING":
+        return Decision(reply=Reply(status=200))
+    return Decision(
+        reply=Reply(status=200), doc=current.evolve(data={**current.data, "status": "TIMEOUT"})
+    )

@@ -11,13 +11,14 @@ from shared.aggregates import Decision, NewEvent
 from shared.contracts.tasks import LockView, TargetLocked, TargetUnlocked, UnlockReason
 from shared.envelope import Reply
 from shared.errors import ApiError, SmsCode
+from shared.keys import scoped
 from shared.store import Document
 
 COLLECTION = "locks"
 
 
 def lock_id(domain_id: str, vm_id: str) -> str:
-    return f"{domain_id}:{vm_id}"
+    return scoped(domain_id, vm_id)
 
 
 def view(doc: Document | None, vm_id: str) -> LockView:

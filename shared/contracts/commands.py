@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.contracts.lifecycle import CommandName, CommandResult
+from shared.contracts.nesting import MAX_DEPTH, nests_deeper
 from shared.contracts.paging import Limit, Offset
 from shared.contracts.sources import MigrationCycle, SourceState
 
@@ -38,6 +39,8 @@ class CommandResultBody(BaseModel):
         if isinstance(value, str):
             if len(value) > MAX_RESULT_DETAIL:
                 raise ValueError(f"result_detail is longer than {MAX_RESULT_DETAIL} characters")
+            if nests_deeper(value):
+                raise ValueError(f"result_detail nests deeper than {MAX_DEPTH} levels")
             try:
                 value = json.loads(value)
             except ValueError as exc:

@@ -7,10 +7,11 @@ all three are accepted.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.contracts.paging import Limit, Offset
 
@@ -34,10 +35,73 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+# A parameter also reaches the script as an environment variable of its name, so a
+# name must be one that cannot change how the interpreter or the loader runs.
+PARAM_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+RESERVED_NAMES = frozenset(
+    {
+        "PATH",
+        "IFS",
+        "ENV",
+        "BASH_ENV",
+        "SHELLOPTS",
+        "BASHOPTS",
+        "CDPATH",
+        "GLOBIGNORE",
+        "PS4",
+        "PROMPT_COMMAND",
+        "HOME",
+        "SHELL",
+        "TMPDIR",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "HOSTALIASES",
+        "LOCALDOMAIN",
+        "RES_OPTIONS",
+        "NLSPATH",
+        "GCONV_PATH",
+        "MALLOC_CHECK_",
+        "NODE_OPTIONS",
+        "NODE_PATH",
+        "RUBYOPT",
+        "RUBYLIB",
+        "JAVA_TOOL_OPTIONS",
+        "CLASSPATH",
+        "GIT_SSH",
+        "GIT_SSH_COMMAND",
+        "EDITOR",
+        "VISUAL",
+        "PAGER",
+        "USER",
+        "LOGNAME",
+    }
+)
+RESERVED_PREFIXES = ("LD_", "PYTHON", "PERL", "BASH_FUNC", "LC_", "DYLD_", "REHOST_", "SSL_")
+
+
+def param_name_problem(name: str) -> str | None:
+    """Why `name` may not name a script parameter, or None when it may."""
+    if not PARAM_NAME.match(name):
+        return "must start with a letter and hold only letters, digits and _ (64 at most)"
+    upper = name.upper()
+    if upper in RESERVED_NAMES or upper.startswith(RESERVED_PREFIXES):
+        return "names an environment variable that changes how a process runs"
+    return None
+
+
+def _param_name(name: str) -> str:
+    problem = param_name_problem(name)
+    if problem is not None:
+        raise ValueError(f"param_name {name!r} {problem}")
+    return name
+
+
+ParamName = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_param_name)]
+
+
 class ScriptParameter(_Body):
-    param_name: Annotated[
-        str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    ]
+    param_name: ParamName
     param_value: Annotated[str, Field(max_length=1024)] = ""
     param_description: Annotated[str, Field(max_length=256)] | None = None
     param_order: Annotated[int, Field(ge=1, le=MAX_PARAMS)]
@@ -85,7 +149,7 @@ class ScriptList(BaseModel):
 
 
 class ScriptExecuteInputParam(_Body):
-    param_name: Annotated[str, Field(min_length=1, max_length=64)]
+    param_name: ParamName
     param_value: Annotated[str, Field(max_length=1024)]
     param_order: Annotated[int, Field(ge=1, le=MAX_PARAMS)]
 
@@ -239,3 +303,15 @@ class Heartbeat(BaseModel):
     hostname: str
     running: int
     at: str
+
+
+class AgentBinding(BaseModel):
+    """`coc.agent.allow` (`rehost agents allow`): the tenant, VM and broker account an agent
+    serves with, set by an operator."""
+
+    agent_sn: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")]
+    domain_id: Annotated[str, Field(min_length=1, max_length=64)]
+    vm_uuid: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    account: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
+        default=None, description="its RabbitMQ user; when set, its events must carry it as user_id"
+    )

@@ -14,7 +14,9 @@ from shared.store.base import (
     Pending,
     Query,
     Store,
+    StoreRejected,
     StoreUnavailable,
+    find_all,
 )
 
 
@@ -40,6 +42,8 @@ __all__ = [
     "Pending",
     "Query",
     "Store",
+    "StoreRejected",
     "StoreUnavailable",
+    "find_all",
     "open_store",
 ]

@@ -32,6 +32,11 @@ class StoreUnavailable(Exception):
     """The store cannot be reached or is locked; the operation may succeed later."""
 
 
+class StoreRejected(Exception):
+    """The store refuses this write for what it holds (nesting, size, a bad key): trying
+    again will not help, so the message is dead-lettered after its delivery limit."""
+
+
 @dataclass(frozen=True)
 class AppliedMessage:
     message_id: str
@@ -124,3 +129,14 @@ class Store(Protocol):
     async def mark_published(self, collection: str, published: Mapping[str, list[str]]) -> None:
         """Removes these entries (event ids by document id) from the outboxes, in one write.
         Entries added meanwhile stay."""
+
+
+async def find_all(store: Store, collection: str, query: Query, page: int = 500) -> list[Document]:
+    """Every matching document, read page by page before anything is done with them (a
+    change made meanwhile would move the pages under a reader that acts as it goes)."""
+    found: list[Document] = []
+    while True:
+        chunk = await store.find(collection, replace(query, limit=page, offset=len(found)))
+        found.extend(chunk.items)
+        if len(chunk.items) < page or len(found) >= chunk.total:
+            return found

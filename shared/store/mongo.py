@@ -12,7 +12,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from pymongo import AsyncMongoClient, UpdateOne
-from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
+from pymongo.errors import (
+    ConnectionFailure,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    OperationFailure,
+    PyMongoError,
+    WTimeoutError,
+)
 
 from shared.store import mongo_queries as q
 from shared.store.base import (
@@ -23,8 +30,30 @@ from shared.store.base import (
     Page,
     Pending,
     Query,
+    StoreRejected,
     StoreUnavailable,
 )
+
+# Server error codes that say "not now" (shutdown, elections, a node catching up), not
+# "never": the operation may succeed on a later try.
+TRANSIENT_CODES = frozenset(
+    {6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13388, 13435, 13436, 64, 50}
+)
+
+
+def classified(exc: PyMongoError) -> Exception:
+    """A connection or election error holds the message until the store answers again
+    (StoreUnavailable); an error caused by the document itself (too deep, too large, a
+    bad key) is the message's fault: retried, then dead-lettered by the delivery limit."""
+    transient = (
+        isinstance(exc, ConnectionFailure | ExecutionTimeout | WTimeoutError)
+        or exc.has_error_label("RetryableWriteError")
+        or exc.has_error_label("TransientTransactionError")
+        or (isinstance(exc, OperationFailure) and exc.code in TRANSIENT_CODES)
+    )
+    if transient:
+        return StoreUnavailable(str(exc))
+    return StoreRejected(str(exc))
 
 
 class MongoStore:
@@ -50,10 +79,8 @@ class MongoStore:
             if "key" in ((exc.details or {}).get("keyPattern") or {}):
                 raise DuplicateKey(str(exc)) from exc
             raise Conflict(str(exc)) from exc
-        except ConnectionFailure as exc:
-            raise StoreUnavailable(str(exc)) from exc
         except PyMongoError as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            raise classified(exc) from exc
 
     async def _coll(self, collection: str) -> Any:
         if self._client is None:

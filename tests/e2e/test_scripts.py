@@ -376,7 +376,12 @@ async def test_parameters_are_data_not_code(coc: httpx.AsyncClient, tmp_path: Pa
 
 
 async def test_python_scripts_get_ordered_arguments(coc: httpx.AsyncClient) -> None:
-    script = await create_script(coc, "import sys; print(sys.argv[1:])", kind="PYTHON")
+    declared = [
+        {"param_name": n, "param_value": "", "param_order": i} for i, n in ((1, "a"), (2, "b"))
+    ]
+    script = await create_script(
+        coc, "import sys; print(sys.argv[1:])", kind="PYTHON", params=declared
+    )
     params = [
         {"param_name": "b", "param_value": "second", "param_order": 2},
         {"param_name": "a", "param_value": "first", "param_order": 1},
@@ -398,7 +403,8 @@ async def test_an_offline_host_fails_at_once(coc: httpx.AsyncClient) -> None:
 
 
 async def test_the_seed_example_request_is_accepted(coc: httpx.AsyncClient) -> None:
-    script = await create_script(coc, "true")
+    declared = [{"param_name": "a", "param_value": "", "param_order": 1}]  # the example's
+    script = await create_script(coc, "true", params=declared)
     response = await coc.post(f"/v1/job/scripts/{script}", json=EXAMPLE)
     assert response.status_code == 200, response.text
     execute_uuid = response.json()["data"]

@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import pytest
 
+from services.script_executor.agents import AgentRefused
 from services.script_executor.handlers import EXECUTIONS, ScriptExecutorHandlers
 from shared.bus import Requester
 from shared.config import Settings
@@ -23,7 +24,9 @@ DOMAIN = "d1"
 AGENTS = ["a0", "a1", "a2"]
 
 
-def incoming(routing_key: str, body: str, domain_id: str = DOMAIN) -> Incoming:
+def incoming(
+    routing_key: str, body: str, domain_id: str = DOMAIN, user_id: str | None = None
+) -> Incoming:
     return Incoming(
         routing_key=routing_key,
         message_id=uuid.uuid4().hex,
@@ -34,6 +37,7 @@ def incoming(routing_key: str, body: str, domain_id: str = DOMAIN) -> Incoming:
         reply_to=None,
         correlation_id=None,
         delivery_count=0,
+        user_id=user_id,
     )
 
 
@@ -54,7 +58,8 @@ async def handlers(tmp_path: Path) -> AsyncIterator[ScriptExecutorHandlers]:
     store = open_store(f"sqlite:///{tmp_path / 'executor.db'}")
     await store.open()
     # Reports never ask other services anything: no requester is needed.
-    yield ScriptExecutorHandlers(store, cast(Requester, None), Settings())
+    settings = Settings(agent_trust_on_first_use=True)
+    yield ScriptExecutorHandlers(store, cast(Requester, None), settings)
     await store.close()
 
 
@@ -119,12 +124,23 @@ async def test_a_redelivered_report_folded_with_new_ones_does_not_swallow_them(
     assert {o.data["stdout"] for o in outputs.values()} == {f"out of {sn}" for sn in AGENTS}
 
 
-async def test_a_report_from_another_domain_changes_nothing(
-    handlers: ScriptExecutorHandlers,
+@pytest.mark.parametrize(
+    ("routing_key", "body_sn"),
+    [
+        ("agent.a1.finished", "a1"),  # another agent of the execution, its own name
+        ("agent.a1.finished", "a0"),  # another agent, the victim's name in the body
+        ("agent.stranger.finished", "stranger"),  # an agent of another tenant
+    ],
+)
+async def test_a_report_on_a_run_sent_to_another_agent_is_refused_and_changes_nothing(
+    handlers: ScriptExecutorHandlers, routing_key: str, body_sn: str
 ) -> None:
     data = await running_execution(handlers)
-    run_id = hosts(data)[0]["run_id"]
-    await handlers.run_finished(incoming("agent.a0.finished", finished(run_id, "a0"), "other"))
+    beat = Heartbeat(agent_sn="stranger", hostname="x", running=0, at="now")
+    await handlers.heartbeat(incoming("agent.stranger.heartbeat", beat.model_dump_json(), "other"))
+    run_id = hosts(data)[0]["run_id"]  # dispatched to a0
+    with pytest.raises(AgentRefused):
+        await handlers.run_finished(incoming(routing_key, finished(run_id, body_sn)))
     doc = await handlers.store.get(EXECUTIONS, data["execute_uuid"])
     assert doc is not None and hosts(doc.data)[0]["status"] == "PROCESSING"
     assert await handlers.store.get("outputs", run_id) is None
@@ -136,7 +152,7 @@ async def test_a_heartbeat_handled_while_liveness_is_read_does_not_fail_the_repo
     data = await running_execution(handlers, [["a0"], ["a1", "a2"]])
     # a2's heartbeat is cached and fresh, a1's must be read; while it is, a2's next
     # heartbeat is handled and drops a2 from the cache.
-    handlers._agents.pop("a1")
+    handlers.liveness.seen("a1")
     read = handlers.store.get_many
 
     async def read_while_a2_beats(collection: str, doc_ids: Collection[str]) -> Any:
