@@ -48,6 +48,7 @@ def update_spec(change: Change, now: float) -> dict[str, Any]:
     doc = change.doc
     spec: dict[str, Any] = {
         "$set": {
+            "domain_id": doc.domain_id,
             "key": doc.key,
             "version": change.expected_version + 1,
             "deleted": doc.deleted,

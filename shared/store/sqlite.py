@@ -213,9 +213,10 @@ def _update(conn: sqlite3.Connection, table: str, change: Change, now: float) ->
     if row is None:
         raise Conflict(f"{table}/{doc.id} is not at version {change.expected_version}")
     conn.execute(
-        f"UPDATE {table} SET key = ?, version = ?, deleted = ?, updated_at = ?, "
+        f"UPDATE {table} SET domain_id = ?, key = ?, version = ?, deleted = ?, updated_at = ?, "
         "data = ?, applied = ? WHERE id = ?",
         [
+            doc.domain_id,
             doc.key,
             change.expected_version + 1,
             int(doc.deleted),

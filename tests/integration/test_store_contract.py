@@ -51,6 +51,16 @@ class StoreContract:
         assert (await store.get_by_key(self.collection, "k1")) == got
         assert await store.get(self.collection, "missing") is None
 
+    async def test_an_update_may_move_a_document_to_another_tenant(self, store: Store) -> None:
+        new = doc()  # an operator re-binding an agent does this
+        await store.save(self.collection, Change(new, 0))
+        await store.save(self.collection, Change(new.evolve(domain_id="d2"), 1))
+        got = await store.get(self.collection, new.id)
+        assert got is not None and got.domain_id == "d2"
+        found = await store.find(self.collection, Query(domain_id="d2"))
+        assert [d.id for d in found.items] == [new.id]
+        assert (await store.find(self.collection, Query(domain_id="d1"))).total == 0
+
     async def test_get_many_reads_the_ids_that_exist(self, store: Store) -> None:
         docs = [doc(name=f"n{i}") for i in range(1200)]  # beyond SQLite's parameter cap
         for d in docs:
