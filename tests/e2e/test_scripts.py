@@ -638,18 +638,8 @@ async def test_zstack_timeout_unknown_vm_and_auth(client: httpx.AsyncClient, vm_
 async def test_an_agent_with_the_documented_permissions_reaches_its_own_queue_only(
     coc: httpx.AsyncClient, system: System, amqp_url: str
 ) -> None:
-    vhost = amqp_url.rsplit("/", 1)[1] or "/"
     sn = f"perm-{uuid.uuid4().hex[:6]}"
-    user, password = f"agent-{sn}", uuid.uuid4().hex
-    escaped = sn.replace("-", "\\-")
-    own_queue, events_key = f"^rehost\\.agent\\.{escaped}$", f"^agent\\.{escaped}\\."
-    for args in (
-        ["add_user", user, password],
-        ["set_permissions", "-p", vhost, user, own_queue, "^rehost\\.events$", own_queue],
-        ["set_topic_permissions", "-p", vhost, user, "rehost.events", events_key, "^$"],
-    ):
-        await asyncio.to_thread(broker.rabbitmqctl, *args)
-    own_url = f"amqp://{user}:{password}@127.0.0.1:5672/{vhost}"
+    user, own_url = await asyncio.to_thread(broker.agent_account, amqp_url, sn)
     agent = system.add_agent(sn, extra={"REHOST_AGENT_AMQP_URL": own_url})
     agent.start()
     try:

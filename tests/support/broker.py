@@ -77,3 +77,20 @@ async def declared(url: str, queue: str) -> tuple[int, int]:
         channel = await connection.channel()
         result = (await channel.declare_queue(queue, passive=True)).declaration_result
         return int(result.message_count or 0), int(result.consumer_count or 0)
+
+
+def vhost_of(url: str) -> str:
+    return url.rsplit("/", 1)[1] or "/"
+
+
+def agent_account(amqp_url: str, agent_sn: str) -> tuple[str, str]:
+    """A RabbitMQ account for one agent with exactly the README's permissions: its own
+    queue, and publishing to `rehost.events` only under `agent.<SN>.`. (user, URL)"""
+    vhost = vhost_of(amqp_url)
+    user, password = f"agent-{agent_sn}", uuid.uuid4().hex
+    escaped = agent_sn.replace("-", "\\-").replace(".", "\\.")
+    own_queue, events_key = f"^rehost\\.agent\\.{escaped}$", f"^agent\\.{escaped}\\."
+    rabbitmqctl("add_user", user, password)
+    rabbitmqctl("set_permissions", "-p", vhost, user, own_queue, "^rehost\\.events$", own_queue)
+    rabbitmqctl("set_topic_permissions", "-p", vhost, user, "rehost.events", events_key, "^$")
+    return user, f"amqp://{user}:{password}@{HOST}:{PORT}/{vhost}"
