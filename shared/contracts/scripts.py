@@ -84,8 +84,8 @@ def param_name_problem(name: str) -> str | None:
     """Why `name` may not name a script parameter, or None when it may."""
     if not PARAM_NAME.match(name):
         return "must start with a letter and hold only letters, digits and _ (64 at most)"
-    upper = name.upper()
-    if upper in RESERVED_NAMES or upper.startswith(RESERVED_PREFIXES):
+    # Environment names are case-sensitive: `path` is a variable of its own, `PATH` is not.
+    if name in RESERVED_NAMES or name.startswith(RESERVED_PREFIXES):
         return "names an environment variable that changes how a process runs"
     return None
 

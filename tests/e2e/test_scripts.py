@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
+import pwd
 import signal
 import subprocess
 import uuid
@@ -663,3 +665,121 @@ async def test_an_agent_with_the_documented_permissions_reaches_its_own_queue_on
     finally:
         agent.stop()
         await asyncio.to_thread(broker.rabbitmqctl, "delete_user", user)
+
+
+@pytest.mark.parametrize("name", ["LD_PRELOAD", "PATH", "PYTHONPATH", "BASH_ENV", "IFS", "1x"])
+async def test_a_parameter_naming_a_process_variable_is_refused_at_create_and_execute(
+    coc: httpx.AsyncClient, name: str
+) -> None:
+    declared = [{"param_name": name, "param_value": "/tmp/evil.so", "param_order": 1}]
+    body = {"name": "s", "type": "SHELL", "content": "true", "script_params": declared}
+    refused = await coc.post("/v1/job/scripts", json=body)
+    assert_coc_error(refused, 400, "COC.00040001")
+    assert name in refused.json()["error_msg"]
+    script = await create_script(coc, "true")
+    response = await coc.post(
+        f"/v1/job/scripts/{script}",
+        json={
+            "execute_param": {
+                "timeout": 30,
+                "success_rate": "100",
+                "execute_user": "root",
+                "script_params": declared,
+            },
+            "execute_batches": batches([[FLEET[0]]]),
+        },
+    )
+    assert_coc_error(response, 400, "COC.00040001")
+
+
+async def test_only_declared_parameters_are_accepted_and_sensitive_values_never_read_back(
+    coc: httpx.AsyncClient,
+) -> None:
+    declared = [
+        {"param_name": "user", "param_value": "", "param_order": 1},
+        {"param_name": "secret", "param_value": "default-pw", "param_order": 2, "sensitive": True},
+    ]
+    script = await create_script(coc, 'echo "$user"; test "$secret" = hunter2', params=declared)
+    shown = (await ok(coc.get(f"/v1/job/scripts/{script}")))["data"]
+    assert "default-pw" not in json.dumps(shown)
+    undeclared = await coc.post(
+        f"/v1/job/scripts/{script}",
+        json={
+            "execute_param": {
+                "timeout": 30,
+                "success_rate": "100",
+                "execute_user": "root",
+                "script_params": [{"param_name": "other", "param_value": "x", "param_order": 1}],
+            },
+            "execute_batches": batches([[FLEET[0]]]),
+        },
+    )
+    assert_coc_error(undeclared, 400, "COC.00040001")
+    params = [
+        {"param_name": "user", "param_value": "alice", "param_order": 1},
+        {"param_name": "secret", "param_value": "hunter2", "param_order": 2},
+    ]
+    execute_uuid = await execute(coc, script, [[FLEET[0]]], params=params)
+    await wait_done(coc, execute_uuid)
+    [host] = (await batch(coc, execute_uuid, 1))["instances"]
+    assert host["status"] == "SUCCESS" and host["stdout"] == "alice\n"  # it got the value
+    for path in ("", "/batches", "/batches/1", "/statistics"):
+        read = await ok(coc.get(f"/v1/job/script/orders/{execute_uuid}{path}"))
+        assert "hunter2" not in json.dumps(read), path
+    listed = await ok(coc.get("/v1/job/script/orders", params={"limit": 100}))
+    assert "hunter2" not in json.dumps(listed)
+
+
+async def test_a_run_sent_straight_to_an_agent_cannot_set_its_loader_variables(
+    amqp_url: str, fleet: list[str], tmp_path: Path
+) -> None:
+    """Whoever can write to an agent's queue still cannot choose how its interpreter runs."""
+    agent_sn = fleet[5]
+    marker = tmp_path / "env"
+    run = {
+        "kind": "script",
+        "run_id": f"forged.{uuid.uuid4().hex}.1",
+        "content": f"env > {marker}",
+        "params": [
+            {"name": "LD_PRELOAD", "value": "/nonexistent/evil.so", "order": 1},
+            {"name": "PATH", "value": "/tmp/evil", "order": 2},
+            {"name": "BASH_ENV", "value": "/tmp/evil.sh", "order": 3},
+            {"name": "plain", "value": "kept", "order": 4},
+        ],
+        "timeout": 10,
+    }
+    connection = await aio_pika.connect_robust(amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.default_exchange.publish(
+            aio_pika.Message(json.dumps(run).encode()), routing_key=f"rehost.agent.{agent_sn}"
+        )
+
+    async def written() -> str | None:
+        return marker.read_text() if marker.exists() and marker.stat().st_size else None
+
+    env = dict(
+        line.split("=", 1)
+        for line in (await eventually(written, timeout=15)).splitlines()
+        if "=" in line
+    )
+    assert "LD_PRELOAD" not in env and "BASH_ENV" not in env
+    assert env["PATH"] != "/tmp/evil" and env["plain"] == "kept"
+
+
+async def test_a_script_run_as_another_user_has_that_users_groups_only(
+    coc: httpx.AsyncClient,
+) -> None:
+    script = await create_script(coc, "id -u; id -G")
+    body = {
+        "execute_param": {"timeout": 30, "success_rate": "100", "execute_user": "nobody"},
+        "execute_batches": batches([[FLEET[6]]]),
+    }
+    execute_uuid = (await ok(coc.post(f"/v1/job/scripts/{script}", json=body)))["data"]
+    await wait_done(coc, execute_uuid)
+    [host] = (await batch(coc, execute_uuid, 1))["instances"]
+    nobody = pwd.getpwnam("nobody")
+    uid, groups = host["stdout"].splitlines()
+    assert int(uid) == nobody.pw_uid
+    assert {int(g) for g in groups.split()} == set(os.getgrouplist("nobody", nobody.pw_gid))
+    assert 0 not in {int(g) for g in groups.split()}  # none of root's
