@@ -41,14 +41,17 @@ TRANSIENT_CODES = frozenset(
 )
 
 
-def classified(exc: PyMongoError) -> Exception:
+def classified(exc: Exception) -> Exception:
     """A connection or election error holds the message until the store answers again
     (StoreUnavailable); an error caused by the document itself (too deep, too large, a
     bad key) is the message's fault: retried, then dead-lettered by the delivery limit."""
+    labelled = isinstance(exc, PyMongoError) and (
+        exc.has_error_label("RetryableWriteError")
+        or exc.has_error_label("TransientTransactionError")
+    )
     transient = (
         isinstance(exc, ConnectionFailure | ExecutionTimeout | WTimeoutError)
-        or exc.has_error_label("RetryableWriteError")
-        or exc.has_error_label("TransientTransactionError")
+        or labelled
         or (isinstance(exc, OperationFailure) and exc.code in TRANSIENT_CODES)
     )
     if transient:

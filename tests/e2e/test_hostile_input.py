@@ -20,7 +20,8 @@ import httpx
 import jwt
 import pytest
 
-from tests.conftest import SECRET, token
+from tests.conftest import SECRET, auth, token
+from tests.e2e.helpers import ok, server_body
 from tests.support.processes import System
 
 Route = tuple[str, str]
@@ -97,6 +98,11 @@ async def test_an_action_allows_exactly_the_routes_that_name_it(client: httpx.As
     ("name", "body"),
     [
         ("deeply nested", "[" * 100_000 + "]" * 100_000),
+        # Deeper than a store keeps (MongoDB: 100 levels), in a field pydantic takes as it is.
+        (
+            "nested past the store",
+            json.dumps({"name": "n", "x": [[[]]]}).replace("[[[]]]", "[" * 65 + "]" * 65),
+        ),
         ("huge array", json.dumps({"disks": [{}] * 200_000})),
         ("giant string", json.dumps({"name": "x" * 900_000})),
         ("too large", json.dumps({"name": "x" * 2_000_000})),
@@ -161,3 +167,43 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(system: Syste
     summary = result.stdout[-3000:]
     assert result.returncode == 0, summary
     assert re.search(r"(\d+) generated, \1 passed", summary), summary
+
+
+@pytest.mark.parametrize(
+    "detail",
+    ["[" * 65_000, "{" * 65_000, '{"a":' * 70 + "1" + "}" * 70],
+    ids=["brackets", "braces", "deep object"],
+)
+async def test_a_result_detail_string_nested_too_deep_is_400_not_500(
+    client: httpx.AsyncClient, detail: str
+) -> None:
+    server_id = (await ok(client.post("/v3/sources", json=server_body(), headers=auth())))["id"]
+    body = {"command_name": "UPLOAD_LOG", "result": "success", "result_detail": detail}
+    response = await client.post(
+        f"/v3/sources/{server_id}/command_result", json=body, headers=auth()
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error_code"] == "SMS.1001"
+    assert "result_detail" in response.json()["error_msg"]
+
+
+async def test_the_development_secret_outside_development_is_loudly_warned_about(
+    system: System, base_env: dict[str, str]
+) -> None:
+    env = {k: v for k, v in base_env.items() if k != "REHOST_AUTH_SECRET"}
+    gateway = system.add("gateway", None, name="gateway-dev-secret")
+    gateway.env = {**env, "REHOST_GATEWAY_PORT": gateway.env["REHOST_GATEWAY_PORT"]}
+    gateway.start()
+    try:
+        log = gateway.log_path.read_text()
+        assert "auth.development_secret" in log and "ANYONE CAN MINT THEM" in log
+    finally:
+        system.discard("gateway-dev-secret")
+    quiet = system.add("gateway", None, name="gateway-development")
+    quiet.env = {**quiet.env, "REHOST_DEVELOPMENT": "true"}
+    quiet.env.pop("REHOST_AUTH_SECRET")
+    quiet.start()
+    try:
+        assert "auth.development_secret" not in quiet.log_path.read_text()
+    finally:
+        system.discard("gateway-development")

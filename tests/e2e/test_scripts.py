@@ -783,3 +783,22 @@ async def test_a_script_run_as_another_user_has_that_users_groups_only(
     assert int(uid) == nobody.pw_uid
     assert {int(g) for g in groups.split()} == set(os.getgrouplist("nobody", nobody.pw_gid))
     assert 0 not in {int(g) for g in groups.split()}  # none of root's
+
+
+async def test_idempotency_keys_of_two_tenants_never_collide(
+    system: System, fleet: list[str]
+) -> None:
+    """Tenant `k` with key `a:b` and tenant `k:a` with key `b` start two executions."""
+    tenant = f"idem-{uuid.uuid4().hex[:6]}"
+    found = []
+    for domain, key in ((tenant, "a:b"), (f"{tenant}:a", "b")):
+        headers = {"X-Auth-Token": token(domain, ["coc:*"])}
+        async with httpx.AsyncClient(
+            base_url=system.gateway_url, timeout=30, headers=headers
+        ) as http:
+            script = await create_script(http, "true")
+            found.append(
+                await execute(http, script, [[fleet[7]]], headers={"X-Idempotency-Key": key})
+            )
+            assert (await order(http, found[-1]))["execute_uuid"] == found[-1]
+    assert found[0] != found[1]

@@ -216,6 +216,7 @@ def _signed(
     sk: str = SK,
     query: str = "",
     date: str | None = None,
+    extra: dict[str, str] | None = None,
 ) -> httpx.Request:
     """A request signed by the SDK's own signer, to tamper with afterwards."""
     from huaweicloudsdkcore.auth.credentials import BasicCredentials as Credentials
@@ -227,6 +228,7 @@ def _signed(
     headers = {"Content-Type": "application/json", "X-Project-Id": PROJECTS[0]}
     if date:
         headers["X-Sdk-Date"] = date
+    headers.update(extra or {})
     request = SdkRequest(
         method=method,
         schema="http",
@@ -377,3 +379,16 @@ async def _list_or_none(sdk: Any) -> Any:
         return await call(sdk.list_servers, sms.ListServersRequest())
     except ClientRequestException:
         return None
+
+
+async def test_an_idempotency_key_must_be_signed_with_the_request(system: System) -> None:
+    """A captured signed execute cannot be replayed with another key to run it again."""
+    path = f"/v1/job/scripts/{uuid.uuid4().hex}"
+    body = json.dumps({"execute_param": {}, "execute_batches": []}).encode()
+    unsigned = _signed(system, "POST", path, body)
+    unsigned.headers["X-Idempotency-Key"] = "added-after-signing"
+    refused = await _send(unsigned)
+    assert refused.status_code == 401 and _code(refused) == "COC.00040108", refused.text
+    assert "x-idempotency-key" in refused.json()["error_msg"]
+    signed = _signed(system, "POST", path, body, extra={"X-Idempotency-Key": "signed"})
+    assert (await _send(signed)).status_code == 400  # past authentication: the body is checked

@@ -13,7 +13,7 @@ import jwt
 import pytest
 
 from tests.conftest import SECRET, auth, token
-from tests.e2e.helpers import assert_sms_error, register
+from tests.e2e.helpers import assert_sms_error, ok, register
 from tests.e2e.helpers import server_body as server
 
 EXAMPLE = (Path(__file__).parents[1] / "fixtures" / "sms-register-example.json").read_bytes()
@@ -100,6 +100,24 @@ async def test_state_cannot_be_changed_by_register(client: httpx.AsyncClient) ->
         "/v3/sources", json={"id": server_id, "state": "finished"}, headers=auth()
     )
     assert_sms_error(response, 400, "SMS.2003")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"state": "finished"}, {"state": "syncing"}, {"migration_cycle": "cutovered"}],
+    ids=["finished", "syncing", "cycle"],
+)
+async def test_a_new_server_cannot_be_registered_past_its_first_state(
+    client: httpx.AsyncClient, fields: dict[str, str]
+) -> None:
+    body = server(**fields)
+    assert_sms_error(await client.post("/v3/sources", json=body, headers=auth()), 400, "SMS.2003")
+    listed = await ok(client.get("/v3/sources", params={"name": body["name"]}, headers=auth()))
+    assert listed["count"] == 0
+    for state in ("waiting", "unavailable"):  # the first states a register may give
+        server_id = await register(client, server(state=state))
+        shown = await ok(client.get(f"/v3/sources/{server_id}", headers=auth()))
+        assert shown["state"] == state and shown.get("migration_cycle") is None
 
 
 LONG = "x" * 256

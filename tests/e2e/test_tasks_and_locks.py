@@ -17,6 +17,7 @@ from tests.e2e.helpers import (
     ok,
     register,
     report,
+    server_body,
     task,
     task_body,
 )
@@ -283,3 +284,20 @@ async def test_a_crash_between_the_steps_of_start_is_finished_by_the_restart(
 async def _head_is(client: httpx.AsyncClient, server_id: str, name: str) -> bool:
     head = await ok(client.get(f"/v3/sources/{server_id}/command", headers=auth()))
     return bool(head["command_name"] == name)
+
+
+async def test_locks_of_two_tenants_never_share_a_key(client: httpx.AsyncClient) -> None:
+    """Tenant `t` locking target `x:y` and tenant `t:x` locking target `y` are two locks."""
+    tenant = f"col-{uuid.uuid4().hex[:6]}"
+    started = []
+    for domain, vm_id in ((tenant, "x:y"), (f"{tenant}:x", "y")):
+        source = (await ok(client.post("/v3/sources", json=server_body(), headers=auth(domain))))[
+            "id"
+        ]
+        body = task_body(source, vm_id)
+        task_id = (await ok(client.post("/v3/tasks", json=body, headers=auth(domain))))["id"]
+        response = await client.post(
+            f"/v3/tasks/{task_id}/action", json={"operation": "start"}, headers=auth(domain)
+        )
+        started.append((response.status_code, response.text))
+    assert [status for status, _ in started] == [200, 200], started
