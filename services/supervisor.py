@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import sys
@@ -26,6 +27,7 @@ FIRST_DELAY = 0.5
 MAX_DELAY = 30.0
 STABLE_AFTER = 60.0
 STOP_GRACE = 15.0
+PR_SET_PDEATHSIG = 1
 LINE_LIMIT = 4 * 1024 * 1024  # a log line longer than this ends the copy of its output
 COLOURS = (36, 33, 32, 35, 34, 91, 92, 93)
 
@@ -91,6 +93,7 @@ class Supervisor:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops them in order
+            preexec_fn=_die_with_parent,
             limit=LINE_LIMIT,
         )
         log.info("process.started", process=child.name, pid=child.process.pid)
@@ -116,6 +119,14 @@ class Supervisor:
                 _signal_group(process.pid, signal.SIGKILL)
         if late:
             await asyncio.wait(late, timeout=5)
+
+
+def _die_with_parent() -> None:
+    """In the child, before it runs: SIGTERM when the supervisor dies, even by SIGKILL,
+    so that no process of the system outlives it (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _signal_group(pid: int, sig: int) -> None:

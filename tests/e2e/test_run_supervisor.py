@@ -93,21 +93,31 @@ async def run(
             await eventually(lambda url=url: _ready(url), timeout=60)  # type: ignore[misc]
         yield started
     finally:
-        if popen.poll() is None:
+        if popen.poll() is None:  # the test failed half-way: its children die with it
             os.killpg(popen.pid, signal.SIGKILL)
             popen.wait(10)
 
 
-def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def _start(
+    env: dict[str, str], log: Path, only: list[str] | None = None
+) -> subprocess.Popen[bytes]:
     """`rehost run`, in a session of its own (so what it leaves behind can be found)."""
+    only_args = [arg for name in only or [] for arg in ("--only", name)]
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "run"],
+            [sys.executable, "-m", "services.cli", "run", *only_args],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+async def _children(pid: int) -> list[int]:
+    out = await asyncio.to_thread(
+        subprocess.run, ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True
+    )
+    return [int(p) for p in out.stdout.split()]
 
 
 def _session_members(session: int) -> str:
@@ -221,3 +231,22 @@ async def test_killing_each_service_under_rehost_run_loses_nothing_and_it_comes_
     assert await asyncio.to_thread(run.popen.wait, 30) == 0
     leftover = _session_members(run.popen.pid)
     assert not leftover.strip(), leftover
+
+
+async def test_no_process_outlives_a_supervisor_killed_by_sigkill(
+    vhost_url: str, base_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**base_env, "REHOST_AMQP_URL": vhost_url, "REHOST_DATA_DIR": str(tmp_path)}
+    popen = _start(
+        {**env, "REHOST_GATEWAY_PORT": str(free_port())}, tmp_path / "run.log", ["registry"]
+    )
+    try:
+        children = await eventually(lambda: _children(popen.pid), timeout=20)
+    finally:
+        os.kill(popen.pid, signal.SIGKILL)
+        await asyncio.to_thread(popen.wait, 10)
+
+    async def gone() -> bool:
+        return not any(Path(f"/proc/{pid}").exists() for pid in children)
+
+    await eventually(gone, timeout=20)
