@@ -89,7 +89,7 @@ async def _run(
     order_url = f"/v1/job/script/orders/{await _execute(http, script, agents, size, success_rate)}"
     while True:
         order: dict[str, Any] = (await http.get(order_url)).json()["data"]
-        if order["status"] in ("FINISHED", "CANCELED", "PAUSED"):
+        if order["status"] in ("FINISHED", "ABNORMAL", "CANCELED", "PAUSED"):
             return order
         await asyncio.sleep(0.05)
 

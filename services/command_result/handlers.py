@@ -5,7 +5,8 @@ from the message, so a redelivery after a crash between them finishes the work
 without doing any step twice: (1) the registry applies the lifecycle transition
 (it is the one writer of the source server), (2) the result is recorded with the
 registry's outcome, (3) the command it answers leaves the server's queue (even when the
-registry refused the transition: the agent has answered it).
+registry refused the transition: the agent has answered it). A well-formed report on a
+server of the caller's tenant is answered 200 whatever the lifecycle made of it.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class CommandResultHandlers:
         # Two documents, independent once the registry has answered: written together,
         # they share one commit. Answered is answered: even a result the lifecycle refused
         # ends the pending command, or the agent would be handed it forever.
-        recorded, _ = await asyncio.gather(
+        await asyncio.gather(
             apply(
                 self.store,
                 results.COLLECTION,
@@ -84,7 +85,9 @@ class CommandResultHandlers:
                 lambda current: channels.settle(current, report.command_name),
             ),
         )
-        return Reply(status=200, body={}) if recorded.status == 200 else recorded
+        # A report is a fact: recorded, it is answered 200 whether or not the lifecycle
+        # took it (the record and its event say which, and why).
+        return Reply(status=200, body={})
 
     async def enqueue(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)

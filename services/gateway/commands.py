@@ -49,11 +49,14 @@ async def show_command(server_id: ServerId, bus: Bus, caller: Agent) -> Response
     "/{server_id}/command_result",
     summary="Report the result of a command",
     description=(
-        "`result_detail` is accepted as a JSON object or as a JSON-encoded string. The result "
-        "moves the server through its lifecycle; a result the lifecycle does not allow in the "
-        "server's state is recorded, changes nothing and answers 409 `SMS.2005`."
+        "`result_detail` is accepted as a JSON object or as a JSON-encoded string. A report is "
+        "a fact: a well-formed one on a server of the caller's tenant is recorded and "
+        "answered 200 `{}`, always. Whether it moved the lifecycle is in the record "
+        "(`accepted`, `refusal`) and in `command.result_recorded`; a report the lifecycle "
+        "does not allow in the server's state (a retry of one already applied, say) changes "
+        "nothing."
     ),
-    responses={**NOT_FOUND, 409: SMS_ERRORS[400] | {"description": "Not allowed in this state"}},
+    responses=NOT_FOUND,
 )
 async def update_command_result(
     server_id: ServerId, body: CommandResultBody, bus: Bus, caller: Reporter

@@ -10,11 +10,13 @@ from shared.auth import Principal
 from shared.contracts.errors import COC_ERRORS
 from shared.contracts.scripts import (
     MAX_BATCHES,
+    BatchPage,
     ExecuteCommand,
     ExecuteScript,
     ExecutionId,
     OrderOperation,
     OrderOperationCommand,
+    OrderQuery,
     OrderRef,
     Page,
     ScriptBody,
@@ -86,8 +88,10 @@ async def execute_script(
 
 
 @router.get("/script/orders", summary="List script executions, newest first")
-async def list_orders(page: Annotated[Page, Query()], bus: Bus, caller: JobReader) -> Response:
-    return await _ask(bus, "coc.order.list", page.model_dump_json().encode(), caller)
+async def list_orders(
+    query: Annotated[OrderQuery, Query()], bus: Bus, caller: JobReader
+) -> Response:
+    return await _ask(bus, "coc.order.list", query.model_dump_json().encode(), caller)
 
 
 def _order(execute_uuid: str, batch_index: int | None = None) -> bytes:
@@ -112,16 +116,18 @@ async def list_batches(execute_uuid: Uuid, bus: Bus, caller: JobReader) -> Respo
 
 @router.get(
     "/script/orders/{execute_uuid}/batches/{batch_index}",
-    summary="One batch: each host's status and output",
+    summary="One batch: each host's status and output (paged by `limit` and `marker`)",
     responses=NOT_FOUND,
 )
 async def show_batch(
     execute_uuid: Uuid,
     batch_index: Annotated[int, Path(ge=1, le=MAX_BATCHES)],
+    page: Annotated[BatchPage, Query()],
     bus: Bus,
     caller: JobReader,
 ) -> Response:
-    return await _ask(bus, "coc.order.batch", _order(execute_uuid, batch_index), caller)
+    ref = OrderRef(execute_uuid=execute_uuid, batch_index=batch_index, **page.model_dump())
+    return await _ask(bus, "coc.order.batch", ref.model_dump_json().encode(), caller)
 
 
 @router.get(

@@ -10,7 +10,9 @@ from fastapi.responses import JSONResponse
 from shared.auth import Principal
 from shared.contracts.errors import SMS_ERRORS
 from shared.contracts.sources import (
+    DeleteSources,
     ListSources,
+    SourceOverview,
     SourceServerBody,
     SourceServerId,
     SourceServerList,
@@ -64,6 +66,38 @@ async def list_sources(
 
 
 @router.get(
+    "/overview",
+    response_model=SourceOverview,
+    summary="Count the caller's source servers by state (SMS ShowOverview)",
+)
+async def show_overview(bus: Bus, caller: Reader) -> Response:
+    return respond(await bus.request("sms.source.overview", b"{}", domain_id=caller.domain_id))
+
+
+@router.post(
+    "/delete",
+    summary="Delete source servers in a batch (SMS DeleteServers)",
+    description=(
+        "Each server follows the single-delete rules. All are checked first: when one of "
+        "them may not be deleted (no such server, or a task owns it), the answer is its "
+        "error and none is deleted. 200 `{}` when all are."
+    ),
+    responses={
+        404: SMS_ERRORS[400] | {"description": "One of the servers does not exist"},
+        409: SMS_ERRORS[400] | {"description": "A task owns one of the servers"},
+    },
+)
+async def delete_sources(body: DeleteSources, bus: Bus, caller: Deleter) -> Response:
+    reply = await bus.request(
+        "sms.source.delete_many",
+        body.model_dump_json().encode(),
+        domain_id=caller.domain_id,
+        actor=caller.subject,
+    )
+    return respond(reply)
+
+
+@router.get(
     "/{source_id}",
     response_model=SourceServerView,
     summary="Show a source server",
@@ -77,9 +111,11 @@ async def show_source(source_id: ServerId, bus: Bus, caller: Reader) -> Response
 
 @router.delete(
     "/{source_id}",
-    status_code=204,
-    summary="Delete a source server",
-    responses={404: SMS_ERRORS[400] | {"description": "No such server in the caller's domain"}},
+    summary="Delete a source server (200 `{}`, as the SMS page)",
+    responses={
+        404: SMS_ERRORS[400] | {"description": "No such server in the caller's domain"},
+        409: SMS_ERRORS[400] | {"description": "A task owns the server"},
+    },
 )
 async def delete_source(source_id: ServerId, bus: Bus, caller: Deleter) -> Response:
     payload = SourceServerRef(server_id=source_id).model_dump_json().encode()

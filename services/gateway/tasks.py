@@ -9,12 +9,15 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from shared.auth import Principal
 from shared.contracts.errors import SMS_ERRORS
 from shared.contracts.tasks import (
+    DeleteTasks,
     ListTasks,
     TaskAction,
     TaskActionCommand,
     TaskBody,
     TaskId,
     TaskList,
+    TaskProgress,
+    TaskProgressCommand,
     TaskRef,
     TaskView,
 )
@@ -35,6 +38,7 @@ Reader = Annotated[Principal, Depends(require("sms:task:get"))]
 Deleter = Annotated[Principal, Depends(require("sms:task:delete"))]
 Operator = Annotated[Principal, Depends(require("sms:task:updateStatus"))]
 Unlocker = Annotated[Principal, Depends(require("sms:server:unlock"))]
+Reporter = Annotated[Principal, Depends(require("sms:server:updateTaskProgress"))]
 
 
 def _ref(task_id: str) -> bytes:
@@ -66,10 +70,55 @@ async def show_task(task_id: TaskIdPath, bus: Bus, caller: Reader) -> Response:
     return respond(await bus.request("sms.task.get", _ref(task_id), domain_id=caller.domain_id))
 
 
+@router.post(
+    "/delete",
+    summary="Delete tasks in a batch (SMS DeleteTasks)",
+    description=(
+        "Each task follows the single-delete rules. All are checked first: when one of them "
+        "may not be deleted (no such task, or it runs), the answer is its error and none is "
+        "deleted. 200 `{}` when all are."
+    ),
+    responses={**NOT_FOUND, **CONFLICT},
+)
+async def delete_tasks(body: DeleteTasks, bus: Bus, caller: Deleter) -> Response:
+    reply = await bus.request(
+        "sms.task.delete_many",
+        body.model_dump_json().encode(),
+        domain_id=caller.domain_id,
+        actor=caller.subject,
+    )
+    return respond(reply)
+
+
+@router.put(
+    "/{task_id}/progress",
+    summary="Report a task's migration progress and speed (SMS UpdateTaskSpeed)",
+    description=(
+        "Called by the agent. A report is a fact: a well-formed one for a task of the "
+        "caller's tenant is answered 200 `{}`, always. While the task migrates (RUNNING, "
+        "SYNCING) it sets the sub-task's progress and the task's speed, remaining time and "
+        "usage figures; otherwise it is recorded as refused and changes nothing. Each report "
+        "emits `task.progress`."
+    ),
+    responses=NOT_FOUND,
+)
+async def update_task_speed(
+    task_id: TaskIdPath, body: TaskProgress, bus: Bus, caller: Reporter
+) -> Response:
+    command = TaskProgressCommand(task_id=task_id, **body.model_dump())
+    reply = await bus.request(
+        "sms.task.progress",
+        command.model_dump_json().encode(),
+        domain_id=caller.domain_id,
+        actor=caller.subject,
+    )
+    return respond(reply)
+
+
 @router.delete(
     "/{task_id}",
-    status_code=204,
     summary="Delete a task (not while it runs); releases its lock and its source server",
+    description="200 `{}`, as the SMS page.",
     responses={**NOT_FOUND, **CONFLICT},
 )
 async def delete_task(task_id: TaskIdPath, bus: Bus, caller: Deleter) -> Response:

@@ -7,10 +7,16 @@ from collections.abc import Callable
 from shared.aggregates import Decision, apply
 from shared.consumer import Handler, tenant
 from shared.contracts.lifecycle import TaskClaim, TransitionRequest
-from shared.contracts.sources import ListSources, SourceServerBody, SourceServerRef
-from shared.envelope import Incoming, Reply, new_id, utcnow
+from shared.contracts.sources import (
+    DeleteSources,
+    ListSources,
+    SourceOverview,
+    SourceServerBody,
+    SourceServerRef,
+)
+from shared.envelope import Incoming, Reply, derived_id, new_id, utcnow
 from shared.errors import SmsCode
-from shared.store import Document, Query, Store
+from shared.store import Document, Page, Query, Store
 
 from . import sources
 from .sources import COLLECTION
@@ -24,6 +30,8 @@ class RegistryHandlers:
         return {
             "sms.source.register": self.register,
             "sms.source.delete": self.delete,
+            "sms.source.delete_many": self.delete_many,
+            "sms.source.overview": self.overview,
             "sms.source.get": self.get,
             "sms.source.list": self.list,
             "sms.source.transition": self.transition,
@@ -74,6 +82,45 @@ class RegistryHandlers:
             lambda current: sources.delete(current, ref.server_id, domain_id, utcnow()),
         )
 
+    async def delete_many(self, incoming: Incoming) -> Reply:
+        """Each server follows the single-delete rules. All are checked first: when one
+        may not be deleted, the answer is its refusal and none is deleted."""
+        domain_id = tenant(incoming)
+        request = DeleteSources.model_validate_json(incoming.body)
+        ids = list(dict.fromkeys(request.ids))
+        found = await self.store.get_many(COLLECTION, ids)
+        for server_id in ids:
+            doc = found.get(server_id)
+            if doc is not None and doc.reply_to(derived_id(incoming.message_id, server_id)):
+                continue  # deleted by this very message, before a redelivery
+            refused = sources.deletion_refused(doc, server_id, domain_id)
+            if refused is not None:
+                return refused.reply
+        for server_id in ids:
+            reply = await self._delete_one(incoming, server_id, domain_id)
+            if reply.status != 200:
+                return reply
+        return Reply(status=200, body={})
+
+    async def _delete_one(self, incoming: Incoming, server_id: str, domain_id: str) -> Reply:
+        return await apply(
+            self.store,
+            COLLECTION,
+            derived_id(incoming.message_id, server_id),
+            lambda: self.store.get(COLLECTION, server_id),
+            lambda current: sources.delete(current, server_id, domain_id, utcnow()),
+        )
+
+    async def overview(self, incoming: Incoming) -> Reply:
+        domain_id = tenant(incoming)
+        counts = {}
+        for state in SourceOverview.model_fields:
+            page = await self.store.find(
+                COLLECTION, Query(domain_id=domain_id, equals={"state": state}, limit=1)
+            )
+            counts[state] = page.total
+        return Reply(status=200, body=SourceOverview(**counts).model_dump())
+
     async def get(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
         ref = SourceServerRef.model_validate_json(incoming.body)
@@ -87,17 +134,12 @@ class RegistryHandlers:
     async def list(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
         query = ListSources.model_validate_json(incoming.body)
-        equals = {k: v for k, v in (("state", query.state), ("ip", query.ip)) if v is not None}
-        page = await self.store.find(
-            COLLECTION,
-            Query(
-                domain_id=domain_id,
-                equals=equals,
-                contains={"name": query.name} if query.name else {},
-                limit=query.limit,
-                offset=query.offset,
-            ),
-        )
+        if query.id is not None:
+            doc = sources.visible(await self.store.get(COLLECTION, query.id), domain_id)
+            hits = [doc] if doc is not None and sources.matches(doc, query) else []
+            page = Page(items=hits[query.offset :][: query.limit], total=len(hits))
+        else:
+            page = await self.store.find(COLLECTION, sources.list_query(query, domain_id))
         body = {"count": page.total, "source_servers": [sources.view(d) for d in page.items]}
         return Reply(status=200, body=body)
 

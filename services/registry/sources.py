@@ -21,10 +21,10 @@ from shared.contracts.lifecycle import (
     TransitionReply,
     TransitionRequest,
 )
-from shared.contracts.sources import REQUIRED_FOR_REGISTRATION, SourceServerBody
+from shared.contracts.sources import REQUIRED_FOR_REGISTRATION, ListSources, SourceServerBody
 from shared.envelope import Reply
 from shared.errors import ApiError, Code, SmsCode
-from shared.store import Document
+from shared.store import Document, Query
 
 from . import lifecycle
 
@@ -131,6 +131,7 @@ def _create(body: SourceServerBody, domain_id: str, new_id: str, now: datetime) 
     stamp = now.astimezone(UTC).isoformat()
     data = {
         "state": "waiting",
+        "connected": True,  # its agent registered it
         **_sent_fields(body),
         "add_date": int(now.timestamp() * 1000),  # epoch ms, as SMS (and its SDKs) have it
         "created_at": stamp,
@@ -180,7 +181,8 @@ def _update(existing: Document, body: SourceServerBody, now: datetime) -> Decisi
     )
 
 
-def delete(current: Document | None, server_id: str, domain_id: str, now: datetime) -> Decision:
+def deletion_refused(current: Document | None, server_id: str, domain_id: str) -> Decision | None:
+    """Why the server may not be deleted, or None when it may."""
     existing = visible(current, domain_id)
     if existing is None:
         return reject(SmsCode.SOURCE_NOT_FOUND, f"Source server {server_id} does not exist.")
@@ -190,14 +192,54 @@ def delete(current: Document | None, server_id: str, domain_id: str, now: dateti
             f"Source server {server_id} belongs to migration task {task_id}; "
             "delete the task first.",
         )
+    return None
+
+
+def delete(current: Document | None, server_id: str, domain_id: str, now: datetime) -> Decision:
+    if (refused := deletion_refused(current, server_id, domain_id)) is not None:
+        return refused
+    existing = current
+    assert existing is not None
     # A tombstone, not a removal: it keeps the duplicate guard, and frees the identity.
     data = {**existing.data, "updated_at": now.astimezone(UTC).isoformat()}
     doc = existing.evolve(deleted=True, key=None, data=data)
     return Decision(
-        reply=Reply(status=204, body=None),
+        reply=Reply(status=200, body={}),
         doc=doc,
         events=(NewEvent("source.deleted", {"server_id": existing.id}),),
     )
+
+
+def list_query(query: ListSources, domain_id: str) -> Query:
+    """The store query of `GET /v3/sources`; `id` is answered by a read of its own."""
+    filters = {
+        "state": query.state,
+        "ip": query.ip,
+        "migration_cycle": query.migration_cycle,
+        "connected": query.connected,
+    }
+    return Query(
+        domain_id=domain_id,
+        equals={k: v for k, v in filters.items() if v is not None},
+        contains={"name": query.name} if query.name else {},
+        limit=query.limit,
+        offset=query.offset,
+    )
+
+
+def matches(doc: Document, query: ListSources) -> bool:
+    """Whether one server passes the list's filters (for `id`, read on its own)."""
+    data = doc.data
+    equal = all(
+        value is None or data.get(name) == value
+        for name, value in (
+            ("state", query.state),
+            ("ip", query.ip),
+            ("migration_cycle", query.migration_cycle),
+            ("connected", query.connected),
+        )
+    )
+    return equal and (not query.name or query.name in str(data.get("name", "")))
 
 
 def apply_transition(

@@ -25,6 +25,7 @@ from shared.contracts.scripts import (
     ExecuteCommand,
     Heartbeat,
     OrderOperationCommand,
+    OrderQuery,
     OrderRef,
     Page,
     RunFinished,
@@ -38,7 +39,7 @@ from shared.keys import scoped
 from shared.store import Document, Query, Store, find_all
 from shared.topology import agent_queue
 
-from . import agents, executions, scripts, vm_commands
+from . import agents, executions, scripts, views, vm_commands
 from .agents import AGENTS_COLLECTION as AGENTS
 from .agents import AgentRefused, Claim, Liveness
 from .executions import Context, Outcome
@@ -194,6 +195,7 @@ class ScriptExecutorHandlers:
         params = scripts.bind_params(script, command.execute_param.script_params)
         view = {**script.data, "script_uuid": script.id}
         data = executions.new_execution(execute_uuid, view, command, time.time(), params)
+        data["creator"] = incoming.actor or None
         ctx = await self._context(data, domain_id)
 
         def decide(current: Document | None) -> Decision:
@@ -227,11 +229,15 @@ class ScriptExecutorHandlers:
         return await self._read_order(incoming, order_summary)
 
     async def list_orders(self, incoming: Incoming) -> Reply:
-        page = Page.model_validate_json(incoming.body)
-        found = await self.store.find(
-            EXECUTIONS, Query(domain_id=tenant(incoming), limit=page.limit, offset=page.offset)
+        query = OrderQuery.model_validate_json(incoming.body)
+        internal = {"ABNORMAL": "FINISHED"}.get(query.status or "", query.status)
+        equals = {"status": internal} if internal else {}
+        found = await find_all(
+            self.store, EXECUTIONS, Query(domain_id=tenant(incoming), equals=equals)
         )
-        body = {"data": [order_summary(d.data) for d in found.items], "total": found.total}
+        matching = [d.data for d in found if views.order_matches(d.data, query)]
+        page = matching[query.offset :][: query.limit]
+        body = {"data": [order_summary(data) for data in page], "total": len(matching)}
         return Reply(status=200, body={"data": body})
 
     async def order_batches(self, incoming: Incoming) -> Reply:
@@ -252,10 +258,11 @@ class ScriptExecutorHandlers:
                 output = await self.store.get(OUTPUTS, host["run_id"])
                 if output is not None:
                     outputs[host["run_id"]] = output.data
-        return Reply(status=200, body={"data": batch_detail(batch, outputs)})
+        detail = batch_detail(batch, outputs, status=ref.status, marker=ref.marker, limit=ref.limit)
+        return Reply(status=200, body={"data": detail})
 
     async def order_statistics(self, incoming: Incoming) -> Reply:
-        return await self._read_order(incoming, executions.statistics)
+        return await self._read_order(incoming, views.order_statistics)
 
     async def operate(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)

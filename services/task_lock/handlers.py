@@ -17,10 +17,12 @@ from shared.bus import Requester
 from shared.consumer import Handler, tenant
 from shared.contracts.lifecycle import ActionCause, TaskClaim, TransitionRequest
 from shared.contracts.tasks import (
+    DeleteTasks,
     ListTasks,
     LockView,
     TaskActionCommand,
     TaskBody,
+    TaskProgressCommand,
     TaskRef,
     UnlockReason,
 )
@@ -43,6 +45,8 @@ class TaskLockHandlers:
             "sms.task.action": self.action,
             "sms.task.unlock": self.unlock,
             "sms.task.delete": self.delete,
+            "sms.task.delete_many": self.delete_many,
+            "sms.task.progress": self.progress,
             "sms.task.get": self.get,
             "sms.task.list": self.list,
             "source.state_changed": self.source_state_changed,
@@ -164,25 +168,62 @@ class TaskLockHandlers:
         return Reply(status=200, body={})
 
     async def delete(self, incoming: Incoming) -> Reply:
-        domain_id = tenant(incoming)
         ref = TaskRef.model_validate_json(incoming.body)
-        task = await self._task(ref.task_id, domain_id)
+        return await self._delete(incoming.message_id, ref.task_id, tenant(incoming))
+
+    async def delete_many(self, incoming: Incoming) -> Reply:
+        """Each task follows the single-delete rules. All are checked first: when one may
+        not be deleted, the answer is its refusal and none is deleted."""
+        domain_id = tenant(incoming)
+        ids = list(dict.fromkeys(DeleteTasks.model_validate_json(incoming.body).ids))
+        found = await self.store.get_many(tasks.COLLECTION, ids)
+        for task_id in ids:
+            doc = found.get(task_id)
+            if doc is not None and doc.reply_to(derived_id(incoming.message_id, task_id)):
+                continue  # deleted by this very message, before a redelivery
+            task = tasks.visible(doc, domain_id)
+            if task is None or not tasks.may_delete(task.data["state"]):
+                return tasks.delete(task, task_id, domain_id).reply
+        for task_id in ids:
+            reply = await self._delete(derived_id(incoming.message_id, task_id), task_id, domain_id)
+            if reply.status != 200:
+                return reply
+        return Reply(status=200, body={})
+
+    async def _delete(self, message_id: str, task_id: str, domain_id: str) -> Reply:
+        task = await self._task(task_id, domain_id)
         if task is None:
-            prior = await self.store.get(tasks.COLLECTION, ref.task_id)
-            if prior is not None and (reply := prior.reply_to(incoming.message_id)) is not None:
+            prior = await self.store.get(tasks.COLLECTION, task_id)
+            if prior is not None and (reply := prior.reply_to(message_id)) is not None:
                 return Reply.model_validate(reply)
-            return tasks.not_found(ref.task_id).reply
+            return tasks.not_found(task_id).reply
         if not tasks.may_delete(task.data["state"]):
             return tasks.delete(task, task.id, domain_id).reply
-        await self._release(task, "task_deleted", derived_id(incoming.message_id, "unlock"))
+        await self._release(task, "task_deleted", derived_id(message_id, "unlock"))
         claim = TaskClaim(server_id=task.data["source_server_id"], task_id=task.id)
-        await self._registry("sms.source.release", claim, domain_id, incoming, "release")
+        await self.requester.request(
+            "sms.source.release",
+            claim.model_dump_json().encode(),
+            domain_id=domain_id,
+            message_id=derived_id(message_id, "release"),
+        )
+        return await apply(
+            self.store,
+            tasks.COLLECTION,
+            message_id,
+            lambda: self.store.get(tasks.COLLECTION, task.id),
+            lambda current: tasks.delete(current, task.id, domain_id),
+        )
+
+    async def progress(self, incoming: Incoming) -> Reply:
+        domain_id = tenant(incoming)
+        report = TaskProgressCommand.model_validate_json(incoming.body)
         return await apply(
             self.store,
             tasks.COLLECTION,
             incoming.message_id,
-            lambda: self.store.get(tasks.COLLECTION, task.id),
-            lambda current: tasks.delete(current, task.id, domain_id),
+            lambda: self.store.get(tasks.COLLECTION, report.task_id),
+            lambda current: tasks.report_progress(current, report, domain_id, utcnow()),
         )
 
     async def get(self, incoming: Incoming) -> Reply:

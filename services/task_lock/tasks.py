@@ -16,7 +16,15 @@ from typing import Any
 from shared.aggregates import Decision, NewCommand, NewEvent
 from shared.contracts.commands import EnqueueCommand
 from shared.contracts.lifecycle import CommandName
-from shared.contracts.tasks import LockView, TaskBody, TaskState, TaskStateChanged, UnlockReason
+from shared.contracts.tasks import (
+    LockView,
+    TaskBody,
+    TaskProgressCommand,
+    TaskProgressed,
+    TaskState,
+    TaskStateChanged,
+    UnlockReason,
+)
 from shared.envelope import Reply
 from shared.errors import ApiError, Code, SmsCode
 from shared.store import Document
@@ -24,6 +32,23 @@ from shared.store import Document
 UNSUPPORTED = frozenset({"clone_test", "network_check", "skip", "clear", "migration_test"})
 # States in which a task owns its target server's lock.
 HOLDS_LOCK: frozenset[TaskState] = frozenset({"RUNNING", "SYNCING", "ABORTING"})
+# States in which the agent migrates, and so reports progress.
+MIGRATING: frozenset[TaskState] = frozenset({"RUNNING", "SYNCING"})
+ENDED: frozenset[TaskState] = frozenset({"MIGRATE_SUCCESS", "MIGRATE_FAIL", "ABORT"})
+# What a progress report sets on the task as it is (the ShowTask page's names).
+REPORTED = (
+    "migrate_speed",
+    "compress_rate",
+    "total_cpu_usage",
+    "agent_cpu_usage",
+    "total_mem_usage",
+    "agent_mem_usage",
+    "total_disk_io",
+    "agent_disk_io",
+    "need_migration_test",
+    "replicatesize",
+    "totalsize",
+)
 
 
 @dataclass(frozen=True)
@@ -140,6 +165,10 @@ def _moved(
     state = current.data["state"]
     data = {**current.data, "state": to, "updated_at": now.astimezone(UTC).isoformat()}
     data["lock"] = lock.model_dump()
+    if to == "RUNNING" and state != "RUNNING":  # a (re)start: a new run, new progress
+        data.update(start_date=_ms(now), finish_date=None, sub_tasks=[])
+    elif to in ENDED and state not in ENDED:
+        data["finish_date"] = _ms(now)
     doc = current.evolve(data=data)
     if to == state:
         return doc, ()
@@ -185,6 +214,70 @@ def apply_source_state(
     return Decision(reply=Reply(status=200, body={}), doc=doc, events=events)
 
 
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def report_progress(
+    current: Document | None, report: TaskProgressCommand, domain_id: str, now: datetime
+) -> Decision:
+    """An agent's progress report. A task that is not migrating takes none: the report is
+    recorded as refused (with its event) and the task's state and figures stay."""
+    existing = visible(current, domain_id)
+    if existing is None:
+        return not_found(report.task_id)
+    state = existing.data["state"]
+    refusal = None if state in MIGRATING else f"the task is {state}, not migrating"
+    data = {**existing.data, "updated_at": now.astimezone(UTC).isoformat()}
+    if refusal is None:
+        data.update(_figures(existing.data, report, now))
+    else:
+        data["refused_progress"] = {
+            "at": _ms(now),
+            "reason": refusal,
+            **report.model_dump(mode="json"),
+        }
+    event = TaskProgressed(
+        task_id=existing.id,
+        accepted=refusal is None,
+        refusal=refusal,
+        subtask_name=report.subtask_name,
+        progress=report.progress,
+        migrate_speed=report.migrate_speed,
+        remain_seconds=report.remain_time,
+        replicatesize=report.replicatesize,
+        totalsize=report.totalsize,
+        at=_ms(now),
+    )
+    return Decision(
+        reply=Reply(status=200, body={}),
+        doc=existing.evolve(data=data),
+        events=(NewEvent("task.progress", event.model_dump(mode="json")),),
+    )
+
+
+def _figures(data: dict[str, Any], report: TaskProgressCommand, now: datetime) -> dict[str, Any]:
+    """The task's figures after `report`: the sub-task's progress, speeds and usage."""
+    figures: dict[str, Any] = {
+        name: value for name in REPORTED if (value := getattr(report, name)) is not None
+    }
+    if report.remain_time is not None:
+        figures["remain_seconds"] = report.remain_time
+        figures["estimate_complete_time"] = _ms(now) + report.remain_time * 1000
+    sub_tasks = [dict(t) for t in data.get("sub_tasks", [])]
+    sub = next((t for t in sub_tasks if t["name"] == report.subtask_name), None)
+    if sub is None:
+        sub = {"id": len(sub_tasks) + 1, "name": report.subtask_name, "start_date": _ms(now)}
+        sub_tasks.append(sub)
+    done = sub.get("end_date") or _ms(now) if report.progress == 100 else None
+    sub.update(progress=report.progress, end_date=done)
+    for name in ("process_trace", "migrate_speed"):
+        if (value := getattr(report, name)) is not None:
+            sub[name] = value
+    figures["sub_tasks"] = sub_tasks
+    return figures
+
+
 def delete(current: Document | None, task_id: str, domain_id: str) -> Decision:
     existing = visible(current, domain_id)
     if existing is None:
@@ -196,7 +289,7 @@ def delete(current: Document | None, task_id: str, domain_id: str) -> Decision:
             f"Migration task {task_id} is {state}; stop it before deleting it.",
         )
     return Decision(
-        reply=Reply(status=204, body=None),
+        reply=Reply(status=200, body={}),
         doc=existing.evolve(deleted=True),
         events=(NewEvent("task.deleted", {"task_id": task_id}),),
     )

@@ -13,7 +13,9 @@ from shared.contracts.commands import (
     ServerCommandsQuery,
 )
 from shared.contracts.lifecycle import SourceStateChanged, TaskClaim, TransitionRequest
+from shared.contracts.scripts import AgentBinding
 from shared.contracts.sources import (
+    DeleteSources,
     ListSources,
     SourceDeleted,
     SourceRegistered,
@@ -22,11 +24,14 @@ from shared.contracts.sources import (
     SourceUpdated,
 )
 from shared.contracts.tasks import (
+    DeleteTasks,
     ListTasks,
     TargetLocked,
     TargetUnlocked,
     TaskActionCommand,
     TaskBody,
+    TaskProgressCommand,
+    TaskProgressed,
     TaskRef,
     TaskStateChanged,
 )
@@ -45,9 +50,15 @@ class ResultRecorded(BaseModel):
     result: CommandResultView
 
 
+class NoBody(BaseModel):
+    """A query that needs nothing but the tenant in its header."""
+
+
 COMMANDS: dict[str, type[BaseModel]] = {
     "sms.source.register": SourceServerBody,
     "sms.source.delete": SourceServerRef,
+    "sms.source.delete_many": DeleteSources,
+    "sms.source.overview": NoBody,
     "sms.source.get": SourceServerRef,
     "sms.source.list": ListSources,
     "sms.source.transition": TransitionRequest,
@@ -62,7 +73,10 @@ COMMANDS: dict[str, type[BaseModel]] = {
     "sms.task.unlock": TaskRef,
     "sms.task.get": TaskRef,
     "sms.task.delete": TaskRef,
+    "sms.task.delete_many": DeleteTasks,
+    "sms.task.progress": TaskProgressCommand,
     "sms.task.list": ListTasks,
+    "coc.agent.allow": AgentBinding,
 }
 
 EVENTS: dict[str, type[BaseModel]] = {
@@ -77,6 +91,7 @@ EVENTS: dict[str, type[BaseModel]] = {
     "task.target_locked": TargetLocked,
     "task.target_unlocked": TargetUnlocked,
     "task.deleted": TaskDeleted,
+    "task.progress": TaskProgressed,
 }
 
 

@@ -222,9 +222,41 @@ class ExecutionId(BaseModel):
     data: str = Field(description="execute_uuid")
 
 
-class OrderRef(BaseModel):
+CocHostStatus = Literal["READY", "PROCESSING", "ABNORMAL", "CANCELED", "FINISHED"]
+CocOrderStatus = Literal["READY", "PROCESSING", "ABNORMAL", "PAUSED", "CANCELED", "FINISHED"]
+
+
+class BatchPage(BaseModel):
+    """The query of `GET …/batches/{batch_index}` (COC GetScriptJobBatch)."""
+
+    status: CocHostStatus | None = Field(default=None, description="only hosts of this status")
+    limit: Annotated[int, Field(ge=1, le=50)] = 50
+    marker: Annotated[int, Field(ge=0, le=MAX_HOSTS)] | None = Field(
+        default=None, description="the last instance id of the previous page"
+    )
+
+
+class OrderRef(BatchPage):
     execute_uuid: Annotated[str, Field(min_length=1, max_length=64)]
     batch_index: Annotated[int, Field(ge=1, le=MAX_BATCHES)] | None = None
+
+
+class OrderQuery(BaseModel):
+    """The query of `GET /v1/job/script/orders` (COC ListScriptJobs), newest first."""
+
+    limit: Limit = 50
+    marker: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="the order_id of the last order of the previous page"
+    )
+    offset: Offset = Field(default=0, description="Rehost's: skip this many (instead of marker)")
+    start_time: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="created at or after, epoch ms"
+    )
+    end_time: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="created at or before, epoch ms"
+    )
+    creator: Annotated[str, Field(max_length=255)] | None = None
+    status: CocOrderStatus | None = None
 
 
 class OrderOperation(_Body):

@@ -217,8 +217,41 @@ class ListSources(BaseModel):
     state: SourceState | None = None
     name: Annotated[str, Field(max_length=255, description="substring of the name")] | None = None
     ip: Str255 | None = None
+    id: Str255 | None = None
+    migration_cycle: MigrationCycle | None = None
+    connected: bool | None = Field(
+        default=None, description="true once the server's agent has registered it"
+    )
     limit: Limit = 50
     offset: Offset = 0
+
+
+SourceId = Annotated[str, Field(min_length=1, max_length=36)]
+
+
+class DeleteSources(BaseModel):
+    """`POST /v3/sources/delete` (SMS DeleteServers), and `sms.source.delete_many`."""
+
+    ids: list[SourceId] = Field(min_length=1, max_length=50)
+
+
+class SourceOverview(BaseModel):
+    """`GET /v3/sources/overview` (SMS ShowOverview): the caller's servers by state."""
+
+    waiting: int = 0
+    replicate: int = 0
+    syncing: int = 0
+    stopped: int = 0
+    deleting: int = 0
+    cutovering: int = 0
+    unavailable: int = 0
+    stopping: int = 0
+    skipping: int = 0
+    finished: int = 0
+    initialize: int = 0
+    error: int = 0
+    cloning: int = 0
+    unconfigured: int = 0
 
 
 class SourceServerRef(BaseModel):

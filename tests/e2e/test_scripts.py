@@ -163,11 +163,15 @@ async def wait_status(
 async def wait_done(
     http: httpx.AsyncClient, execute_uuid: str, timeout: float = 60
 ) -> dict[str, Any]:
-    return await wait_status(http, execute_uuid, "FINISHED", "CANCELED", timeout=timeout)
+    return await wait_status(
+        http, execute_uuid, "FINISHED", "ABNORMAL", "CANCELED", timeout=timeout
+    )
 
 
 async def batch(http: httpx.AsyncClient, execute_uuid: str, index: int) -> dict[str, Any]:
-    """One batch, each host flattened: instance_id, agent_sn, status, output, times."""
+    """One batch, each host flattened: instance_id, agent_sn, status, output, times. The
+    tests speak Rehost's finer host status (`rehost_status`); `coc_status` is the page's,
+    checked in `test_reads_use_the_coc_pages_status_names_units_and_paging`."""
     result: dict[str, Any] = (
         await ok(http.get(f"/v1/job/script/orders/{execute_uuid}/batches/{index}"))
     )["data"]
@@ -176,7 +180,9 @@ async def batch(http: httpx.AsyncClient, execute_uuid: str, index: int) -> dict[
             **h,
             "instance_id": h["id"],
             "agent_sn": h["target_instance"]["agent_sn"],
-            "error": h["message"] if h["status"] != "SUCCESS" else None,
+            "status": h["rehost_status"],
+            "coc_status": h["status"],
+            "error": h["message"] if h["rehost_status"] != "SUCCESS" else None,
             "start_time": h["gmt_created"],
             "end_time": h["gmt_finished"],
         }
@@ -249,7 +255,10 @@ async def test_thirty_hosts_in_three_batches(coc: httpx.AsyncClient, amqp_url: s
     assert kinds[0] == "script.execution.started" and kinds[-1] == "script.execution.finished"
     assert mine[-1]["data"]["statistics"] == done["statistics"]
     statistics = (await ok(coc.get(f"/v1/job/script/orders/{execute_uuid}/statistics")))["data"]
-    assert statistics == done["statistics"]
+    assert statistics["statistics"] == done["statistics"] and statistics["total_instance"] == 30
+    assert statistics["execute_statistics"] == [
+        {"instance_status": "FINISHED", "instance_count": 30, "batch_indexes": [1, 2, 3]}
+    ]
     summaries = (await ok(coc.get(f"/v1/job/script/orders/{execute_uuid}/batches")))["data"]
     assert [b["status"] for b in summaries] == ["FINISHED"] * 3
 
@@ -287,7 +296,7 @@ async def test_rotation_continue_goes_on_below_the_success_rate(coc: httpx.Async
     script = await create_script(coc, FAIL_FIRST_FOUR)
     execute_uuid = await execute(coc, script, [FLEET[0:10], FLEET[10:20]], success_rate="80")
     done = await wait_done(coc, execute_uuid)
-    assert done["status"] == "FINISHED"
+    assert (done["status"], done["rehost_status"]) == ("ABNORMAL", "FINISHED")
     assert done["statistics"]["failed"] == 8 and done["statistics"]["success"] == 12
 
 
@@ -314,7 +323,7 @@ async def test_a_script_past_its_timeout_is_killed_with_its_children(
     assert {h["status"] for h in first["instances"]} == {"TIMEOUT"}
     assert "timeout" in first["instances"][0]["error"]
     assert (await batch(coc, execute_uuid, 2))["status"] == "FINISHED"  # the batches went on
-    assert done["status"] == "FINISHED"
+    assert done["status"] == "ABNORMAL"
     assert _processes_with(marker) == 0
 
 
@@ -337,7 +346,7 @@ async def test_an_agent_killed_mid_script_leaves_its_host_timeout(
     done = await wait_done(coc, execute_uuid, timeout=40)
     hosts = {h["agent_sn"]: h for h in (await batch(coc, execute_uuid, 1))["instances"]}
     assert hosts[sn]["status"] == "TIMEOUT"
-    assert done["status"] == "FINISHED"
+    assert done["status"] == "ABNORMAL"
 
 
 async def test_five_megabytes_of_output_keep_exactly_the_first_megabyte(
@@ -401,7 +410,7 @@ async def test_an_offline_host_fails_at_once(coc: httpx.AsyncClient) -> None:
     hosts = {h["agent_sn"]: h for h in (await batch(coc, execute_uuid, 1))["instances"]}
     assert hosts["nobody-home"]["status"] == "FAILED"
     assert "offline" in hosts["nobody-home"]["error"]
-    assert hosts[FLEET[3]]["status"] == "SUCCESS" and done["status"] == "FINISHED"
+    assert hosts[FLEET[3]]["status"] == "SUCCESS" and done["status"] == "ABNORMAL"
 
 
 async def test_the_seed_example_request_is_accepted(coc: httpx.AsyncClient) -> None:

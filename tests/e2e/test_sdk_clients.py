@@ -194,7 +194,7 @@ async def test_coc_calls_work_unmodified(system: System) -> None:
         sdk.get_script_job_batch,
         coc.GetScriptJobBatchRequest(execute_uuid=execute_uuid, batch_index=1),
     )
-    assert batch.data.execute_instances[0].status == "FAILED"
+    assert batch.data.execute_instances[0].status == "ABNORMAL"  # the COC page's name
     assert batch.data.execute_instances[0].target_instance.agent_sn == "sdk-no-agent"
     operation = coc.OperateScriptJobRequest(
         execute_uuid=execute_uuid,

@@ -149,9 +149,9 @@ async def test_a_source_with_a_task_cannot_be_deleted_until_the_task_is(
     await ok(act(client, task_id, "stop"))
     await ok(report(client, server_id, "STOP"))
     await eventually(lambda: _state(client, task_id, "ABORT"))
-    assert (await client.delete(f"/v3/tasks/{task_id}", headers=auth())).status_code == 204
+    assert (await client.delete(f"/v3/tasks/{task_id}", headers=auth())).status_code == 200
     assert_sms_error(await client.get(f"/v3/tasks/{task_id}", headers=auth()), 404, "SMS.3001")
-    assert (await client.delete(f"/v3/sources/{server_id}", headers=auth())).status_code == 204
+    assert (await client.delete(f"/v3/sources/{server_id}", headers=auth())).status_code == 200
 
 
 async def test_a_second_task_for_the_same_source_is_refused(client: httpx.AsyncClient) -> None:
