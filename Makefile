@@ -18,6 +18,15 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
+# SecantusDB, the MongoDB-wire server the tests run the MongoDB adapter on: test-only (a
+# GPL beta), pinned, in a virtual environment of its own, run as a process, never imported.
+SECANTUS := .venv-secantus/.installed-stamp
+$(SECANTUS):
+	$(PYTHON) -m venv .venv-secantus
+	.venv-secantus/bin/pip install --quiet --upgrade pip
+	.venv-secantus/bin/pip install --quiet SecantusDB==0.7.0b3
+	touch $(SECANTUS)
+
 # Re-resolves pyproject.toml's ranges in a scratch environment and pins the result.
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
@@ -41,8 +50,15 @@ deploy-check: $(STAMP)
 audit: $(STAMP)
 	$(BIN)/python deploy/audit.py
 
-test: lint deploy-check audit
+# The whole suite on SQLite (and the store contract on MongoDB too), then the suites that
+# exercise the services' stores once more with every service on the MongoDB adapter.
+MONGO_SUITES := tests/e2e/test_sources_api.py tests/e2e/test_command_results.py \
+	tests/e2e/test_migration_lifecycle.py tests/e2e/test_tasks_and_locks.py \
+	tests/e2e/test_scripts.py tests/e2e/test_faults.py
+
+test: lint deploy-check audit $(SECANTUS)
 	$(BIN)/pytest -q -m "not soak"
+	REHOST_TEST_STORE=mongodb $(BIN)/pytest -q -m "not soak and not sqlite_only" $(MONGO_SUITES)
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
@@ -62,4 +78,4 @@ soak: $(STAMP)
 	$(BIN)/pytest -q -m soak
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-secantus var .pytest_cache .mypy_cache .ruff_cache

@@ -139,10 +139,10 @@ class _Connections:
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self._all: list[asyncio.StreamWriter] = []
 
-    def request(self, path: str, body: str, headers: dict[str, str]) -> bytes:
+    def request(self, path: str, body: str, headers: dict[str, str], method: str = "POST") -> bytes:
         payload = body.encode()
         lines = [
-            f"POST {path} HTTP/1.1",
+            f"{method} {path} HTTP/1.1",
             f"Host: {self.host}:{self.port}",
             "Content-Type: application/json",
             f"Content-Length: {len(payload)}",
@@ -187,6 +187,7 @@ async def at_rate(
     rate: float,
     seconds: float,
     warmup: float = 2.0,
+    method: str = "POST",
 ) -> Result:
     """Latency when requests arrive at `rate` per second (open loop: no waiting for answers).
 
@@ -196,7 +197,7 @@ async def at_rate(
     latencies: list[float] = []
     errors = 0
     connections = _Connections(url)
-    encoded = [connections.request(path, body, headers) for path, body in requests]
+    encoded = [connections.request(path, body, headers, method) for path, body in requests]
 
     async def one(request: bytes, counted: bool) -> None:
         nonlocal errors

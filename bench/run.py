@@ -19,8 +19,10 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import aio_pika
 import httpx
@@ -34,6 +36,7 @@ from tests.support import broker
 from tests.support.integrator import event_tap
 from tests.support.processes import System, free_port
 
+T = TypeVar("T")
 SECRET = "bench-secret-bench-secret-bench-secret"
 DOMAIN = "bench"
 SMALL = json.dumps({"name": "host-1", "ip": "10.0.0.1", "cpu_quantity": 2})
@@ -178,6 +181,7 @@ def start_system(
         "REHOST_GATEWAY_WORKERS": str(gateway_workers),
         "REHOST_MAX_IN_FLIGHT": "4096",
         "REHOST_AGENT_DOMAIN": DOMAIN,
+        "REHOST_AGENT_TRUST_ON_FIRST_USE": "true",  # the fan-out's agents bind themselves
         "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
     }
     system = System(env, workdir)
@@ -193,9 +197,10 @@ def start_system(
     return system
 
 
-async def started_servers(url: str, count: int) -> list[str]:
-    """`count` registered servers whose tasks were started (state initialize)."""
-    ids = []
+async def started_servers(url: str, count: int) -> tuple[list[str], list[str]]:
+    """`count` registered servers whose tasks were started (state initialize), and the
+    tasks."""
+    ids, tasks = [], []
     async with httpx.AsyncClient(base_url=url, headers=token(), timeout=60) as http:
         for i, body in enumerate(register_bodies(count, f"cr-{uuid.uuid4().hex[:4]}")):
             server_id = (
@@ -214,7 +219,95 @@ async def started_servers(url: str, count: int) -> list[str]:
             task_id = (await http.post("/v3/tasks", json=task)).json()["id"]
             await http.post(f"/v3/tasks/{task_id}/action", json={"operation": "start"})
             ids.append(server_id)
-    return ids
+            tasks.append(task_id)
+    return ids, tasks
+
+
+def progress_requests(task_ids: list[str]) -> list[tuple[str, str]]:
+    """UpdateTaskSpeed reports as an agent sends them, each task's percent growing."""
+    requests = []
+    for percent in range(1, 100, 7):
+        for task_id in task_ids:
+            body = {
+                "subtask_name": "MIGRATE_LINUX_FILE",
+                "progress": percent,
+                "replicatesize": percent * 10_000_000,
+                "totalsize": 1_000_000_000,
+                "migrate_speed": 95.5,
+                "remain_time": (100 - percent) * 6,
+                "total_cpu_usage": 30.0,
+                "agent_cpu_usage": 3.5,
+            }
+            requests.append((f"/v3/tasks/{task_id}/progress", json.dumps(body)))
+    return requests
+
+
+async def progress_rows(
+    url: str,
+    amqp_url: str,
+    servers: list[str],
+    task_ids: list[str],
+    ceiling: float,
+    half_rate: float,
+    seconds: int,
+) -> list[str]:
+    """Progress reports alone, then the command path with and without them beside it, at
+    the rate a fleet of 10,000 agents sends them (one in ten every 10 s: 100 a second):
+    saturated (throughput) and at half its sustainable rate (tail latency)."""
+    reports = progress_requests(task_ids)
+    alone = wrk(url, "/", reports, token(), seconds=seconds, method="PUT")
+    await drained(amqp_url)
+    replay = result_requests(servers)  # a replay: the STARTs and SYNCs are now refused facts
+    without = await asyncio.to_thread(wrk, url, "/", replay, token(), seconds=seconds)
+    await drained(amqp_url)
+    with_progress, fleet = await _beside_progress(
+        url, reports, seconds, asyncio.to_thread(wrk, url, "/", replay, token(), seconds=seconds)
+    )
+    await drained(amqp_url)
+    quiet = await at_half_rate(url, replay, half_rate * 2, seconds)
+    await drained(amqp_url)
+    busy, _ = await _beside_progress(
+        url, reports, 3 * (seconds + 2), at_half_rate(url, replay, half_rate * 2, seconds)
+    )
+    return [
+        row(
+            "progress reports (UpdateTaskSpeed): req/s at 64 connections",
+            rate(alone),
+            f"{ceiling:.0f}",
+            alone.rps / ceiling,
+        ),
+        row(
+            "command results (saturated) while 100 progress reports/s arrive: req/s, vs without",
+            rate(with_progress),
+            f"{without.rps:.0f}",
+            with_progress.rps / without.rps,
+        ),
+        row(
+            f"command results at {half_rate:.0f} req/s, p99 with 100 progress reports/s beside "
+            "(ms), vs without",
+            busy.describe(),
+            quiet.describe(),
+            statistics.median(busy.p99s) / statistics.median(quiet.p99s),
+        ),
+        row(
+            "the progress reports meanwhile (saturated run): p99 (ms)",
+            f"{fleet.p99_ms:.1f}" + (f" ({fleet.errors} non-2xx)" if fleet.errors else ""),
+            "",
+            None,
+        ),
+    ]
+
+
+async def _beside_progress(
+    url: str, reports: list[tuple[str, str]], seconds: float, measured: Awaitable[T]
+) -> tuple[T, Result]:
+    """`measured` while progress reports arrive at 100 a second, open loop."""
+    beside = asyncio.create_task(
+        at_rate(url, reports, token(), 100, seconds + 4, warmup=0, method="PUT")
+    )
+    await asyncio.sleep(1)
+    result = await measured
+    return result, await beside
 
 
 def result_requests(server_ids: list[str], block: int = 100) -> list[tuple[str, str]]:
@@ -222,7 +315,8 @@ def result_requests(server_ids: list[str], block: int = 100) -> list[tuple[str, 
     results, which the lifecycle accepts in any state without a change (each is still
     checked, recorded and announced). In blocks, so that any stretch of the list holds the
     same mix: the latency run at half the rate must meet the requests the throughput run
-    met. A list run through again meets refusals (409) for its STARTs."""
+    met. A list run through again meets STARTs and SYNCs the lifecycle refuses (each still
+    recorded and answered 200)."""
     requests = []
     for first in range(0, len(server_ids), block):
         for command in ("START", "SYNC", "UPLOAD_LOG", "UPLOAD_LOG", "UPLOAD_LOG"):
@@ -438,7 +532,7 @@ async def main(quick: bool) -> None:
                 )
 
                 await drained(amqp_url)
-                servers = await started_servers(url, 200 if quick else 1000)
+                servers, task_ids = await started_servers(url, 200 if quick else 1000)
                 with CpuShare(groups(system)) as results_cpu:
                     results = wrk(url, "/", result_requests(servers), token(), seconds=seconds)
                 await drained(amqp_url)
@@ -471,6 +565,11 @@ async def main(quick: bool) -> None:
                         "target ≤ 25",
                         None,
                     )
+                )
+
+                await drained(amqp_url)
+                lines += await progress_rows(
+                    url, amqp_url, servers, task_ids, publishing.rps, half_results.rate, seconds
                 )
 
                 await drained(amqp_url)

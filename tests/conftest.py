@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from shared.auth import mint
-from tests.support import broker
+from tests.support import broker, mongo
 from tests.support.otlp import Receiver
 from tests.support.processes import System
 
@@ -39,6 +39,20 @@ def amqp_url() -> Iterator[str]:
         broker.delete_vhost(vhost)
 
 
+# `REHOST_TEST_STORE=mongodb`: every service of the test system on the MongoDB adapter
+# (`make test` runs the store-heavy suites a second time so).
+ON_MONGODB = os.environ.get("REHOST_TEST_STORE") == "mongodb"
+
+
+@pytest.fixture(scope="session")
+def mongodb_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A MongoDB-wire server: REHOST_TEST_MONGODB_URL's, or SecantusDB for this run."""
+    if not mongo.available():
+        pytest.skip("no MongoDB-wire server: set REHOST_TEST_MONGODB_URL or run `make test`")
+    with mongo.mongodb(tmp_path_factory.mktemp("mongodb")) as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def otlp() -> Iterator[Receiver]:
     """Where every process of the test system exports its spans."""
@@ -49,8 +63,18 @@ def otlp() -> Iterator[Receiver]:
 
 
 @pytest.fixture(scope="session")
+def store_url(request: pytest.FixtureRequest) -> str:
+    """REHOST_STORE_URL of the test system: empty (a SQLite file per service) or, on
+    MongoDB, a database of this run's own."""
+    if not ON_MONGODB:
+        return ""
+    base: str = request.getfixturevalue("mongodb_url")
+    return f"{base}/rehost_e2e_{os.getpid()}"
+
+
+@pytest.fixture(scope="session")
 def base_env(
-    amqp_url: str, tmp_path_factory: pytest.TempPathFactory, otlp: Receiver
+    amqp_url: str, tmp_path_factory: pytest.TempPathFactory, otlp: Receiver, store_url: str
 ) -> dict[str, str]:
     data = tmp_path_factory.mktemp("var")
     keys = data / "access-keys.jsonl"
@@ -74,6 +98,7 @@ def base_env(
         **{k: v for k, v in os.environ.items() if not k.startswith(("REHOST_", "OTEL_"))},
         "REHOST_AMQP_URL": amqp_url,
         "REHOST_DATA_DIR": str(data),
+        "REHOST_STORE_URL": store_url,
         "REHOST_AUTH_SECRET": SECRET,
         "REHOST_ACCESS_KEYS": str(keys),
         "REHOST_REPLY_TIMEOUT": "3",

@@ -26,6 +26,7 @@ from tests.e2e.test_sdk_clients import (
     server_body,
     sms_client,
 )
+from tests.support.integrator import event_tap
 from tests.support.processes import System
 
 SEED_RESULT = json.loads(
@@ -78,8 +79,24 @@ async def act(sdk: Any, task_id: str, operation: str) -> None:
 
 
 async def test_a_migration_from_register_to_finished_with_progress_through_the_sdk(
-    system: System,
+    system: System, amqp_url: str
 ) -> None:
+    async with event_tap(amqp_url, "task.progress") as tap:
+        task_id = await migrate(system)
+        events = await tap.wait_for(4, aggregate_id=task_id)
+    assert [
+        (e["data"]["subtask_name"], e["data"]["progress"], e["data"]["accepted"]) for e in events
+    ] == [
+        ("MIGRATE_LINUX_FILE", 40, True),
+        ("MIGRATE_LINUX_FILE", 100, True),
+        ("SYNC_LINUX_FILE", 100, True),
+        ("SYNC_LINUX_FILE", 50, False),
+    ]
+    assert "MIGRATE_SUCCESS" in events[-1]["data"]["refusal"]
+
+
+async def migrate(system: System) -> str:
+    """A migration start to finish, through the SDK, with its checks; the task's id."""
     sdk = sms_client(system)
     name = f"mig-{uuid.uuid4().hex[:8]}"
     server_id = (
@@ -161,6 +178,7 @@ async def test_a_migration_from_register_to_finished_with_progress_through_the_s
     assert task.finish_date and task.finish_date >= task.start_date
     listed = await call(sdk.list_tasks, sms.ListTasksRequest(source_server_id=server_id))
     assert listed.tasks[0].sub_tasks[0].name == "MIGRATE_LINUX_FILE"
+    return task_id
 
 
 @pytest.mark.parametrize(

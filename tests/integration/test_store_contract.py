@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator
@@ -284,19 +283,13 @@ class TestSqliteStore(StoreContract):
         assert "USING INDEX" in " ".join(str(row) for row in plan)
 
 
-MONGO_URL = os.environ.get("REHOST_TEST_MONGODB_URL")
-
-
-@pytest.mark.skipif(
-    not MONGO_URL,
-    reason="REHOST_TEST_MONGODB_URL is not set: no MongoDB server here (docker compose has one)",
-)
 class TestMongoStore(StoreContract):
+    """On REHOST_TEST_MONGODB_URL's server, or on SecantusDB started for the run."""
+
     @pytest.fixture
-    async def store(self) -> AsyncIterator[Store]:
-        assert MONGO_URL is not None
+    async def store(self, mongodb_url: str) -> AsyncIterator[Store]:
         database = f"rehost_test_{uuid.uuid4().hex[:8]}"
-        base, _, query = MONGO_URL.partition("?")
+        base, _, query = mongodb_url.partition("?")
         store = open_store(f"{base.rstrip('/')}/{database}" + (f"?{query}" if query else ""))
         await store.open()
         yield store
@@ -308,3 +301,32 @@ class TestMongoStore(StoreContract):
 def test_unknown_store_scheme_is_refused() -> None:
     with pytest.raises(ValueError, match="unsupported"):
         open_store("postgres://x")
+
+
+async def test_the_mongodb_adapter_makes_its_indexes_at_start_and_lists_use_them(
+    mongodb_url: str,
+) -> None:
+    database = f"rehost_idx_{uuid.uuid4().hex[:8]}"
+    store = open_store(f"{mongodb_url}/{database}")
+    await store.open()
+    try:
+        fields = {"things": ("server_id", "state")}
+        await store.prepare(fields)
+        await store.prepare(fields)  # idempotent: a restart makes them again
+        client = store._client  # type: ignore[attr-defined]
+        coll = client[database]["things"]
+        keys = [list(index["key"]) async for index in await coll.list_indexes()]
+        assert ["key"] in keys and ["pending"] in keys
+        assert ["domain_id", "deleted", "created_at"] in keys
+        assert ["data.server_id"] in keys and ["data.state"] in keys
+        for i in range(50):
+            await store.save("things", Change(doc(server_id=f"s{i}", state="waiting"), 0))
+        page = await store.find("things", Query(domain_id="d1", equals={"server_id": "s7"}))
+        assert page.total == 1
+        plan = await coll.find(
+            {"domain_id": "d1", "deleted": False, "data.server_id": "s7"}
+        ).explain()
+        assert "IXSCAN" in json.dumps(plan, default=str), plan
+    finally:
+        await store._client.drop_database(database)  # type: ignore[attr-defined]
+        await store.close()
