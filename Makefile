@@ -66,11 +66,11 @@ unit: $(STAMP)
 # wrk drives the HTTP load; Debian's package, installed when missing.
 WRK := command -v wrk >/dev/null || { apt-get install -y -q wrk || { apt-get update -q && apt-get install -y -q wrk; }; } >/dev/null
 
-bench: $(STAMP)
+bench: $(STAMP) $(SECANTUS)
 	$(WRK)
 	$(BIN)/python -m bench.run
 
-bench-quick: $(STAMP)
+bench-quick: $(STAMP) $(SECANTUS)
 	$(WRK)
 	$(BIN)/python -m bench.run --quick
 

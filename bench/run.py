@@ -32,7 +32,7 @@ from bench.cpu import CpuShare
 from bench.load import Result, at_rate, wrk
 from shared.auth import mint
 from shared.topology import COMMANDS
-from tests.support import broker
+from tests.support import broker, mongo
 from tests.support.integrator import event_tap
 from tests.support.processes import System, free_port
 
@@ -166,7 +166,11 @@ async def preload_registers(amqp_url: str, bodies: list[str]) -> None:
 
 
 def start_system(
-    amqp_url: str, workdir: Path, gateway_workers: int = 2, registry_replicas: int = 1
+    amqp_url: str,
+    workdir: Path,
+    gateway_workers: int = 2,
+    registry_replicas: int = 1,
+    store_url: str = "",
 ) -> System:
     keys = workdir / "access-keys.jsonl"
     keys.write_text(signing.key_line(DOMAIN) + "\n")
@@ -174,6 +178,7 @@ def start_system(
         **{k: v for k, v in os.environ.items() if not k.startswith("REHOST_")},
         "REHOST_AMQP_URL": amqp_url,
         "REHOST_DATA_DIR": str(workdir / "var"),
+        "REHOST_STORE_URL": store_url,
         "REHOST_AUTH_SECRET": SECRET,
         "REHOST_ACCESS_KEYS": str(keys),
         "REHOST_LOG_LEVEL": "WARNING",
@@ -436,6 +441,39 @@ def rate(result: Result) -> str:
     return f"{result.rps:.0f}" + (f" ({result.errors} non-2xx)" if result.errors else "")
 
 
+async def mongodb_rows(
+    amqp_url: str, ceiling: float, sqlite: dict[str, float], seconds: int, quick: bool
+) -> list[str]:
+    """Register and command results with every service on the MongoDB adapter (SecantusDB,
+    or REHOST_TEST_MONGODB_URL's server), beside the same on SQLite."""
+    await drained(amqp_url)
+    with tempfile.TemporaryDirectory() as tmp, mongo.mongodb(Path(tmp)) as server:
+        system = start_system(amqp_url, Path(tmp), store_url=f"{server}/rehost_bench")
+        try:
+            url = system.gateway_url
+            bodies = register_bodies(5000, f"mreg-{uuid.uuid4().hex[:4]}")
+            register = wrk(url, "/v3/sources", bodies, token(), seconds=seconds)
+            await drained(amqp_url)
+            servers, _ = await started_servers(url, 200 if quick else 1000)
+            results = wrk(url, "/", result_requests(servers), token(), seconds=seconds)
+        finally:
+            system.stop_all()
+    return [
+        row(
+            "register on MongoDB (every service): req/s, vs on SQLite",
+            f"{rate(register)} ({register.rps / ceiling:.2f} of the ceiling)",
+            f"{sqlite['register']:.0f}",
+            register.rps / sqlite["register"],
+        ),
+        row(
+            "command results on MongoDB: req/s, vs on SQLite",
+            f"{rate(results)} ({results.rps / ceiling:.2f} of the ceiling)",
+            f"{sqlite['results']:.0f}",
+            results.rps / sqlite["results"],
+        ),
+    ]
+
+
 async def main(quick: bool) -> None:
     seconds = 5 if quick else 15
     preload = 2_000 if quick else 50_000
@@ -587,6 +625,13 @@ async def main(quick: bool) -> None:
                     lines.append(row(f"peak RSS of {name} (MB)", f"{mb:.0f}", "", None))
             finally:
                 system.stop_all()
+        lines += await mongodb_rows(
+            amqp_url,
+            publishing.rps,
+            {"register": register.rps, "results": results.rps},
+            seconds,
+            quick,
+        )
         if quick:  # four more systems to start: the full run's part
             lines.append(
                 row("scaling over gateway workers and registry replicas", "`make bench`", "", None)

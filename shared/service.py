@@ -43,7 +43,9 @@ class HandlerSet(Protocol):
 class ServiceDefinition:
     name: str
     bindings: tuple[str, ...]
-    collections: tuple[str, ...]
+    # Each collection it owns, with the fields its queries match on by equality: the
+    # store makes their indexes at start.
+    collections: dict[str, tuple[str, ...]]
     handlers: Callable[[Store, Requester, Settings], HandlerSet]
     health_port: Callable[[Settings], int]
     queries: frozenset[str] = frozenset()
@@ -86,6 +88,7 @@ async def run_service(definition: ServiceDefinition, settings: Settings) -> None
     store = open_store(settings.store_url_for(definition.name))
     await wait_until_up("store", store.open)
     await wait_until_up("store", store.ping)
+    await wait_until_up("store", lambda: store.prepare(definition.collections))
     bus = Bus(settings.amqp_url, f"rehost-{definition.name}")
     await wait_until_up("broker", bus.connect)
 

@@ -10,7 +10,7 @@ from .handlers import CommandResultHandlers
 COMMAND_RESULT = ServiceDefinition(
     name="command-result",
     bindings=("sms.command.*",),
-    collections=(channels.COLLECTION, results.COLLECTION),
+    collections={channels.COLLECTION: (), results.COLLECTION: ("server_id",)},
     handlers=lambda store, requester, _settings: CommandResultHandlers(store, requester),
     health_port=lambda settings: settings.command_result_health_port,
     queries=frozenset({"sms.command.next", "sms.command.results"}),

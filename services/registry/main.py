@@ -10,7 +10,7 @@ from .sources import COLLECTION
 REGISTRY = ServiceDefinition(
     name="registry",
     bindings=("sms.source.*",),
-    collections=(COLLECTION,),
+    collections={COLLECTION: ("state", "ip", "migration_cycle", "connected")},
     handlers=lambda store, _requester, _settings: RegistryHandlers(store),
     health_port=lambda settings: settings.registry_health_port,
     queries=frozenset({"sms.source.get", "sms.source.list"}),

@@ -18,13 +18,13 @@ SCRIPT_EXECUTOR = ServiceDefinition(
     name="script-executor",
     bindings=("coc.script.*", "coc.order.*", "coc.agent.*", "zstack.vm.*"),
     event_bindings=("agent.*.heartbeat", "agent.*.finished"),
-    collections=(
-        scripts.COLLECTION,
-        EXECUTIONS,
-        vm_commands.COLLECTION,
-        OUTPUTS,
-        AGENTS_COLLECTION,
-    ),
+    collections={
+        scripts.COLLECTION: (),
+        EXECUTIONS: ("status",),
+        vm_commands.COLLECTION: ("status",),
+        OUTPUTS: (),
+        AGENTS_COLLECTION: ("vm_uuid",),
+    },
     handlers=ScriptExecutorHandlers,
     health_port=lambda settings: settings.script_executor_health_port,
     queries=frozenset(

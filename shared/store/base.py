@@ -110,6 +110,11 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Raises StoreUnavailable when the store cannot serve."""
 
+    async def prepare(self, fields: Mapping[str, Collection[str]]) -> None:
+        """Makes, idempotently, each collection and every index it relies on: identity
+        keys, the outbox's, the lists' order, and one for each field its queries match on
+        by equality (`fields`, by collection). Run at start."""
+
     async def get(self, collection: str, doc_id: str) -> Document | None: ...
 
     async def get_by_key(self, collection: str, key: str) -> Document | None: ...

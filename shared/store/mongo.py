@@ -7,7 +7,7 @@ this module only sends them and maps driver errors onto the store's.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -96,6 +96,19 @@ class MongoStore:
             self._indexed.add(collection)
         return coll
 
+    async def prepare(self, fields: Mapping[str, Collection[str]]) -> None:
+        for collection, names in fields.items():
+            await self._field_indexes(await self._coll(collection), collection, names)
+
+    async def _field_indexes(self, coll: Any, collection: str, names: Iterable[str]) -> None:
+        """An index on each field a query matches by equality (as the SQLite adapter)."""
+        async with self._errors():
+            for name in names:
+                if (collection, name) not in self._indexed_fields:
+                    for keys in q.field_indexes(name):
+                        await coll.create_index(keys)
+                    self._indexed_fields.add((collection, name))
+
     async def ping(self) -> None:
         if self._client is None:
             raise StoreUnavailable("store is not open")
@@ -125,13 +138,12 @@ class MongoStore:
     async def find(self, collection: str, query: Query) -> Page:
         coll = await self._coll(collection)
         flt = q.find_filter(query)
+        await self._field_indexes(coll, collection, query.equals)  # any not made at start
         async with self._errors():
-            for name in query.equals:  # as the SQLite adapter: indexed when first matched on
-                if (collection, name) not in self._indexed_fields:
-                    await coll.create_index([(f"data.{name}", 1)])
-                    self._indexed_fields.add((collection, name))
             total = await coll.count_documents(flt)
             cursor = coll.find(flt).sort(q.FIND_SORT).skip(query.offset).limit(query.limit)
+            if (hint := q.find_hint(query)) is not None:
+                cursor = cursor.hint(hint)
             items = [q.to_document(raw) async for raw in cursor]
         return Page(items=items, total=total)
 

@@ -19,6 +19,21 @@ INDEXES: list[tuple[list[tuple[str, int]], dict[str, Any]]] = [
 ]
 
 
+def field_indexes(name: str) -> list[list[tuple[str, int]]]:
+    """The indexes of a field queries match on by equality: within a tenant (the lists),
+    and across tenants (the sweeps)."""
+    return [[("domain_id", 1), (f"data.{name}", 1)], [(f"data.{name}", 1)]]
+
+
+def find_hint(query: Query) -> list[tuple[str, int]] | None:
+    """The index a query is to use: a tenant's list that matches a field uses the tenant's
+    index of its first field. Named, so that every server takes it (a planner may not
+    pick one by itself for a conjunction: SecantusDB, the test server, does not)."""
+    if query.domain_id is None or not query.equals:
+        return None
+    return field_indexes(next(iter(query.equals)))[0]
+
+
 def _applied(applied: AppliedMessage | None) -> list[dict[str, Any]]:
     return [] if applied is None else [{"message_id": applied.message_id, "reply": applied.reply}]
 

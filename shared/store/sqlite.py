@@ -376,6 +376,10 @@ class SqliteStore:
         rows = await self._run(lambda: self.conn.execute(sql, [json.dumps(ids)]).fetchall())
         return {doc.id: doc for doc in (_row_to_doc(tuple(r)) for r in rows)}
 
+    async def prepare(self, fields: Mapping[str, Collection[str]]) -> None:
+        for collection, names in fields.items():
+            await self._field_indexes(await self._table(collection), names)
+
     async def _field_indexes(self, table: str, names: Iterable[str]) -> None:
         """An index on each field a query matches by equality, made the first time one does:
         without it every such query reads the whole table."""

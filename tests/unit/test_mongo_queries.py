@@ -62,3 +62,13 @@ def test_unique_key_index_ignores_documents_without_a_key() -> None:
     keys, options = q.INDEXES[0]
     assert keys == [("key", 1)] and options["unique"] is True
     assert options["partialFilterExpression"] == {"key": {"$type": "string"}}
+
+
+def test_a_tenants_list_matching_a_field_is_hinted_to_its_tenant_index() -> None:
+    assert q.find_hint(Query(domain_id="d", equals={"state": "x", "ip": "y"})) == [
+        ("domain_id", 1),
+        ("data.state", 1),
+    ]
+    assert q.find_hint(Query(equals={"status": "PROCESSING"})) is None  # a sweep
+    assert q.find_hint(Query(domain_id="d")) is None  # the list's own order index
+    assert [("data.state", 1)] in q.field_indexes("state")
