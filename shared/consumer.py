@@ -1,5 +1,5 @@
 """A service's consumer: one quorum queue, a handler per routing key, and the
-reliability rules of DESIGN.md applied to every delivery.
+reliability rules (README, Reliability) applied to every delivery.
 
 - Ack only after the handler returned, i.e. after its write is durable.
 - A message that can never succeed (bad JSON, wrong schema, unknown routing key)

@@ -1,4 +1,4 @@
-"""The message envelope of DESIGN.md: AMQP properties and headers every message carries.
+"""The message envelope (README, Messages): AMQP properties and headers every message carries.
 
 Commands and events are JSON bodies (pydantic models of the owning service); the
 envelope carries what is not business data: ids, type, tenant, schema version,

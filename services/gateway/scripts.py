@@ -69,7 +69,7 @@ async def delete_script(script_uuid: Uuid, bus: Bus, caller: Deleter) -> Respons
     response_model=ExecutionId,
     summary="Execute a script on hosts in batches",
     description=(
-        "As `seeds/coc-execute-script.txt`. Send `X-Idempotency-Key` to make a retry (after a "
+        "As the COC ExecuteScript page. Send `X-Idempotency-Key` to make a retry (after a "
         "503, say) return the execution the first call started instead of starting another."
     ),
     responses=NOT_FOUND,

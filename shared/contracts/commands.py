@@ -17,7 +17,7 @@ ServerId = Annotated[str, Field(min_length=1, max_length=36)]
 
 
 class CommandResultBody(BaseModel):
-    """`POST /v3/sources/{server_id}/command_result`, as `seeds/sms-update-command-result.txt`."""
+    """`POST /v3/sources/{server_id}/command_result`, as the SMS UpdateCommandResult page."""
 
     model_config = ConfigDict(extra="ignore")
 

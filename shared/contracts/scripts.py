@@ -1,6 +1,6 @@
 """Scripts and script executions on fleets (COC), and the agent's run protocol.
 
-`ExecuteScript` follows `seeds/coc-execute-script.txt`. The page's own example
+`ExecuteScript` follows the COC ExecuteScript page. The page's own example
 sends `success_rate` as a string, omits `resourceful` and adds `agent_status`:
 all three are accepted.
 """

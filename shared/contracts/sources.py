@@ -1,6 +1,6 @@
 """Source servers (SMS `POST /v3/sources` and friends): request bodies, views, commands, events.
 
-Field names, limits and enums follow `seeds/sms-register-source-server.txt`. Where the
+Field names, limits and enums follow the SMS RegisterServer page. Where the
 page's example disagrees with its table, the example is what agents send, so both
 are accepted: `subvolumn` (the example's spelling, also the SDK's) for `subvolume`,
 and numbers sent as strings in Btrfs and logical-volume fields are kept as sent.

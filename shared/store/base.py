@@ -5,7 +5,7 @@ the last messages applied to it (`applied`, with the reply each got), and its
 events wait with it until published (MongoDB: inside the document; SQLite: in an
 outbox table written in the same transaction), so that a state change, its events
 and its duplicate guard are one atomic write on every adapter, MongoDB without a
-replica set included (DESIGN.md, reliability rules 2–4). The relay reads the
+replica set included (README, Reliability). The relay reads the
 waiting events through `pending`.
 """
 

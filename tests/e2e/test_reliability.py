@@ -1,4 +1,4 @@
-"""Reliability rules 1–6 of DESIGN.md, with the real registry process and the real broker."""
+"""The reliability rules (README, Reliability), with the real registry process and the real broker."""
 
 from __future__ import annotations
 
