@@ -1,4 +1,4 @@
-"""The reliability rules (README, Reliability), with the real registry process and the real broker."""
+"""The reliability rules (README, Reliability), with the real registry and the real broker."""
 
 from __future__ import annotations
 
