@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.envelope import SCHEMA_VERSION, Event, Reply, new_id, utcnow
+from shared.errors import ApiError, Code
 from shared.store import AppliedMessage, Change, Conflict, Document, DuplicateKey, Store
 from shared.telemetry import inject_headers
 from shared.topology import COMMANDS
@@ -47,6 +48,25 @@ class Decision:
     # The reply when another document holds the new unique key; None means retry,
     # since a create that lost a race finds the winner on the next load.
     on_duplicate_key: Reply | None = None
+
+
+def refusal(code: Code, message: str = "", params: list[str] | None = None) -> Reply:
+    """The reply of a refused command or query: the API error, answered as it is."""
+    error = ApiError(code, message, params or [])
+    return Reply(status=error.status, body=error.body())
+
+
+def reject(code: Code, message: str = "", params: list[str] | None = None) -> Decision:
+    """A decision that changes nothing and answers the API error."""
+    return Decision(reply=refusal(code, message, params))
+
+
+def visible(doc: Document | None, domain_id: str) -> Document | None:
+    """The document as a tenant may see it: another tenant's, or a deleted one, is not there
+    (it answers 404, exactly like one that never existed)."""
+    if doc is None or doc.deleted or doc.domain_id != domain_id:
+        return None
+    return doc
 
 
 class Contention(Exception):

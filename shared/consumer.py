@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
@@ -23,6 +24,7 @@ from opentelemetry import trace
 from pydantic import ValidationError
 
 from shared import metrics
+from shared.aggregates import refusal
 from shared.bus import H_DEADLINE, Bus, Unavailable
 from shared.envelope import H_REASON, SCHEMA_VERSION, Incoming, Reply, build_message, decode
 from shared.errors import ApiError, Family, SmsCode
@@ -32,6 +34,18 @@ from shared.topology import DLX, ServiceQueue, declare_service_queue
 
 log = structlog.get_logger(__name__)
 Handler = Callable[[Incoming], Awaitable[Reply | None]]
+H = TypeVar("H", bound=Callable[..., Awaitable[Reply | None]])  # a function or a method
+
+
+def query(handler: H) -> H:
+    """Marks a handler as a query: it changes nothing, so a delivery whose caller gave up
+    waiting (past its `x-deadline`) is skipped instead of answered to nobody."""
+    setattr(handler, "is_query", True)  # noqa: B010 (a function's attribute: no other way)
+    return handler
+
+
+def is_query(handler: Handler) -> bool:
+    return bool(getattr(handler, "is_query", False))
 
 
 class PermanentError(Exception):
@@ -58,7 +72,6 @@ class Consumer:
         *,
         prefetch: int,
         delivery_limit: int,
-        queries: frozenset[str] = frozenset(),
         after_commit: Callable[[], None] = lambda: None,
         family: Family = Family.SMS,
         max_message_bytes: int = 4_194_304,
@@ -68,7 +81,6 @@ class Consumer:
         self.handlers = handlers
         self.prefetch = prefetch
         self.delivery_limit = delivery_limit
-        self.queries = queries
         self.after_commit = after_commit
         self.family = family
         self.max_message_bytes = max_message_bytes
@@ -131,7 +143,7 @@ class Consumer:
     async def _handle(self, message: AbstractIncomingMessage, incoming: Incoming) -> None:
         try:
             handler = self._handler_for(incoming)
-            if self._expired_query(incoming):
+            if is_query(handler) and self._past_deadline(incoming):
                 await message.ack()
                 return
             reply = await self._run_until_dependencies_answer(handler, incoming)
@@ -178,15 +190,11 @@ class Consumer:
                 return handler
         return None
 
-    def _expired_query(self, incoming: Incoming) -> bool:
+    def _past_deadline(self, incoming: Incoming) -> bool:
         # Nobody waits for the answer to a query past its deadline; a command is
         # applied all the same, since its caller may retry and must find it done.
         deadline = incoming.headers.get(H_DEADLINE)
-        return (
-            incoming.routing_key in self.queries
-            and isinstance(deadline, int)
-            and deadline < time.time() * 1000
-        )
+        return isinstance(deadline, int) and deadline < time.time() * 1000
 
     async def _run_until_dependencies_answer(
         self, handler: Handler, incoming: Incoming
@@ -211,7 +219,7 @@ class Consumer:
         try:
             return await handler(incoming)
         except ApiError as exc:
-            return Reply(status=exc.status, body=exc.body())
+            return refusal(exc.code, exc.message, exc.params)
         except (ValidationError, ValueError) as exc:
             raise PermanentError(f"malformed body: {exc}") from exc
 

@@ -48,7 +48,6 @@ class ServiceDefinition:
     collections: dict[str, tuple[str, ...]]
     handlers: Callable[[Store, Requester, Settings], HandlerSet]
     health_port: Callable[[Settings], int]
-    queries: frozenset[str] = frozenset()
     event_bindings: tuple[str, ...] = ()
     family: Family = Family.SMS
     # Background work run every `period` seconds (timeouts, sweeps).
@@ -156,7 +155,6 @@ def _consumer(
         routes,
         prefetch=settings.prefetch,
         delivery_limit=settings.delivery_limit,
-        queries=definition.queries,
         after_commit=relay.wake,
         family=definition.family,
         max_message_bytes=settings.max_message_bytes,

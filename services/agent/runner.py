@@ -34,7 +34,7 @@ KILL_GRACE = 2.0
 DRAIN_GRACE = 1.0
 
 
-class Refused(Exception):
+class UserRefused(Exception):
     """The agent will not run this (e.g. it cannot switch to the requested user)."""
 
 
@@ -45,11 +45,11 @@ def _user(requested: str | None) -> pwd.struct_passwd | None:
     if not requested or requested == current:
         return None
     if os.geteuid() != 0:
-        raise Refused(f"the agent runs as {current} and cannot run scripts as {requested}")
+        raise UserRefused(f"the agent runs as {current} and cannot run scripts as {requested}")
     try:
         return pwd.getpwnam(requested)
     except KeyError as exc:
-        raise Refused(f"no user {requested} on this host") from exc
+        raise UserRefused(f"no user {requested} on this host") from exc
 
 
 def _environment(job: AgentRun, account: pwd.struct_passwd | None) -> dict[str, str]:
@@ -133,7 +133,7 @@ class Runner:
         started = time.monotonic()
         try:
             account = _user(job.execute_user)
-        except Refused as exc:
+        except UserRefused as exc:
             return self._finished(job, "FAILED", None, started, Capture(MAX_OUTPUT), str(exc))
         workdir = Path(tempfile.mkdtemp(prefix="rehost-run-"))  # mode 0700
         try:

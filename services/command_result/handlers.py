@@ -15,7 +15,7 @@ import asyncio
 
 from shared.aggregates import apply
 from shared.bus import Requester
-from shared.consumer import Handler, tenant
+from shared.consumer import Handler, query, tenant
 from shared.contracts.commands import (
     EnqueueCommand,
     ReportResult,
@@ -100,6 +100,7 @@ class CommandResultHandlers:
             lambda current: channels.enqueue(current, command, domain_id, utcnow()),
         )
 
+    @query
     async def next_command(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
         query = ServerCommandsQuery.model_validate_json(incoming.body)
@@ -110,6 +111,7 @@ class CommandResultHandlers:
             channel = None
         return Reply(status=200, body=channels.next_command(channel).model_dump(mode="json"))
 
+    @query
     async def list_results(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
         query = ServerCommandsQuery.model_validate_json(incoming.body)

@@ -13,5 +13,4 @@ COMMAND_RESULT = ServiceDefinition(
     collections={channels.COLLECTION: (), results.COLLECTION: ("server_id",)},
     handlers=lambda store, requester, _settings: CommandResultHandlers(store, requester),
     health_port=lambda settings: settings.command_result_health_port,
-    queries=frozenset({"sms.command.next", "sms.command.results"}),
 )

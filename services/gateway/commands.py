@@ -17,8 +17,8 @@ from shared.contracts.commands import (
 from shared.contracts.errors import SMS_ERRORS
 from shared.contracts.paging import Limit, Offset
 
-from .deps import Bus, require
-from .sources import respond
+from .deps import RequesterDep, require
+from .replies import respond
 
 router = APIRouter(prefix="/v3/sources", tags=["SMS agent commands"], responses=SMS_ERRORS)
 ServerId = Annotated[str, Path(min_length=1, max_length=36)]
@@ -40,9 +40,9 @@ Reader = Annotated[Principal, Depends(require("sms:server:queryServer"))]
     ),
     responses=NOT_FOUND,
 )
-async def show_command(server_id: ServerId, bus: Bus, caller: Agent) -> Response:
+async def show_command(server_id: ServerId, requester: RequesterDep, caller: Agent) -> Response:
     payload = ServerCommandsQuery(server_id=server_id).model_dump_json().encode()
-    return respond(await bus.request("sms.command.next", payload, domain_id=caller.domain_id))
+    return respond(await requester.request("sms.command.next", payload, domain_id=caller.domain_id))
 
 
 @router.post(
@@ -59,10 +59,10 @@ async def show_command(server_id: ServerId, bus: Bus, caller: Agent) -> Response
     responses=NOT_FOUND,
 )
 async def update_command_result(
-    server_id: ServerId, body: CommandResultBody, bus: Bus, caller: Reporter
+    server_id: ServerId, body: CommandResultBody, requester: RequesterDep, caller: Reporter
 ) -> Response:
     report = ReportResult(server_id=server_id, **body.model_dump())
-    reply = await bus.request(
+    reply = await requester.request(
         "sms.command.report_result",
         report.model_dump_json().encode(),
         domain_id=caller.domain_id,
@@ -80,13 +80,13 @@ async def update_command_result(
 )
 async def list_command_results(
     server_id: ServerId,
-    bus: Bus,
+    requester: RequesterDep,
     caller: Reader,
     limit: Annotated[Limit, Query()] = 50,
     offset: Annotated[Offset, Query()] = 0,
 ) -> Response:
     query = ServerCommandsQuery(server_id=server_id, limit=limit, offset=offset)
-    reply = await bus.request(
+    reply = await requester.request(
         "sms.command.results", query.model_dump_json().encode(), domain_id=caller.domain_id
     )
     return respond(reply)

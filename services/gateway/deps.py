@@ -27,7 +27,7 @@ async def get_requester(request: Request) -> Requester:
     return requester
 
 
-Bus = Annotated[Requester, Depends(get_requester)]
+RequesterDep = Annotated[Requester, Depends(get_requester)]
 
 REFUSALS = {
     "malformed": SmsCode.SIGNATURE_MALFORMED,

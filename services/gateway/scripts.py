@@ -18,14 +18,14 @@ from shared.contracts.scripts import (
     OrderOperationCommand,
     OrderQuery,
     OrderRef,
-    Page,
     ScriptBody,
     ScriptId,
+    ScriptPage,
     ScriptRef,
 )
 
-from .deps import Bus, require
-from .sources import respond
+from .deps import RequesterDep, require
+from .replies import respond
 
 router = APIRouter(prefix="/v1/job", tags=["COC scripts"], responses=COC_ERRORS)
 Uuid = Annotated[str, Path(min_length=1, max_length=64)]
@@ -38,30 +38,34 @@ JobReader = Annotated[Principal, Depends(require("coc:script:getJob"))]
 JobOperator = Annotated[Principal, Depends(require("coc:script:operateJob"))]
 
 
-async def _ask(bus: Bus, key: str, body: bytes, caller: Principal) -> Response:
-    return respond(await bus.request(key, body, domain_id=caller.domain_id, actor=caller.subject))
+async def _ask(requester: RequesterDep, key: str, body: bytes, caller: Principal) -> Response:
+    return respond(
+        await requester.request(key, body, domain_id=caller.domain_id, actor=caller.subject)
+    )
 
 
 @router.post("/scripts", response_model=ScriptId, summary="Create a script")
-async def create_script(body: ScriptBody, bus: Bus, caller: Writer) -> Response:
-    return await _ask(bus, "coc.script.create", body.model_dump_json().encode(), caller)
+async def create_script(body: ScriptBody, requester: RequesterDep, caller: Writer) -> Response:
+    return await _ask(requester, "coc.script.create", body.model_dump_json().encode(), caller)
 
 
 @router.get("/scripts", summary="List scripts, newest first")
-async def list_scripts(page: Annotated[Page, Query()], bus: Bus, caller: Reader) -> Response:
-    return await _ask(bus, "coc.script.list", page.model_dump_json().encode(), caller)
+async def list_scripts(
+    page: Annotated[ScriptPage, Query()], requester: RequesterDep, caller: Reader
+) -> Response:
+    return await _ask(requester, "coc.script.list", page.model_dump_json().encode(), caller)
 
 
 @router.get("/scripts/{script_uuid}", summary="Show a script", responses=NOT_FOUND)
-async def show_script(script_uuid: Uuid, bus: Bus, caller: Reader) -> Response:
+async def show_script(script_uuid: Uuid, requester: RequesterDep, caller: Reader) -> Response:
     ref = ScriptRef(script_uuid=script_uuid).model_dump_json().encode()
-    return await _ask(bus, "coc.script.get", ref, caller)
+    return await _ask(requester, "coc.script.get", ref, caller)
 
 
 @router.delete("/scripts/{script_uuid}", summary="Delete a script", responses=NOT_FOUND)
-async def delete_script(script_uuid: Uuid, bus: Bus, caller: Deleter) -> Response:
+async def delete_script(script_uuid: Uuid, requester: RequesterDep, caller: Deleter) -> Response:
     ref = ScriptRef(script_uuid=script_uuid).model_dump_json().encode()
-    return await _ask(bus, "coc.script.delete", ref, caller)
+    return await _ask(requester, "coc.script.delete", ref, caller)
 
 
 @router.post(
@@ -77,21 +81,21 @@ async def delete_script(script_uuid: Uuid, bus: Bus, caller: Deleter) -> Respons
 async def execute_script(
     script_uuid: Uuid,
     body: ExecuteScript,
-    bus: Bus,
+    requester: RequesterDep,
     caller: Executor,
     x_idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
 ) -> Response:
     command = ExecuteCommand(
         script_uuid=script_uuid, idempotency_key=x_idempotency_key, **body.model_dump()
     )
-    return await _ask(bus, "coc.script.execute", command.model_dump_json().encode(), caller)
+    return await _ask(requester, "coc.script.execute", command.model_dump_json().encode(), caller)
 
 
 @router.get("/script/orders", summary="List script executions, newest first")
 async def list_orders(
-    query: Annotated[OrderQuery, Query()], bus: Bus, caller: JobReader
+    query: Annotated[OrderQuery, Query()], requester: RequesterDep, caller: JobReader
 ) -> Response:
-    return await _ask(bus, "coc.order.list", query.model_dump_json().encode(), caller)
+    return await _ask(requester, "coc.order.list", query.model_dump_json().encode(), caller)
 
 
 def _order(execute_uuid: str, batch_index: int | None = None) -> bytes:
@@ -103,15 +107,15 @@ def _order(execute_uuid: str, batch_index: int | None = None) -> bytes:
     summary="An execution: status, counts, start and end times",
     responses=NOT_FOUND,
 )
-async def show_order(execute_uuid: Uuid, bus: Bus, caller: JobReader) -> Response:
-    return await _ask(bus, "coc.order.get", _order(execute_uuid), caller)
+async def show_order(execute_uuid: Uuid, requester: RequesterDep, caller: JobReader) -> Response:
+    return await _ask(requester, "coc.order.get", _order(execute_uuid), caller)
 
 
 @router.get(
     "/script/orders/{execute_uuid}/batches", summary="An execution's batches", responses=NOT_FOUND
 )
-async def list_batches(execute_uuid: Uuid, bus: Bus, caller: JobReader) -> Response:
-    return await _ask(bus, "coc.order.batches", _order(execute_uuid), caller)
+async def list_batches(execute_uuid: Uuid, requester: RequesterDep, caller: JobReader) -> Response:
+    return await _ask(requester, "coc.order.batches", _order(execute_uuid), caller)
 
 
 @router.get(
@@ -123,11 +127,11 @@ async def show_batch(
     execute_uuid: Uuid,
     batch_index: Annotated[int, Path(ge=1, le=MAX_BATCHES)],
     page: Annotated[BatchPage, Query()],
-    bus: Bus,
+    requester: RequesterDep,
     caller: JobReader,
 ) -> Response:
     ref = OrderRef(execute_uuid=execute_uuid, batch_index=batch_index, **page.model_dump())
-    return await _ask(bus, "coc.order.batch", ref.model_dump_json().encode(), caller)
+    return await _ask(requester, "coc.order.batch", ref.model_dump_json().encode(), caller)
 
 
 @router.get(
@@ -135,8 +139,10 @@ async def show_batch(
     summary="Hosts of an execution counted by status",
     responses=NOT_FOUND,
 )
-async def order_statistics(execute_uuid: Uuid, bus: Bus, caller: JobReader) -> Response:
-    return await _ask(bus, "coc.order.statistics", _order(execute_uuid), caller)
+async def order_statistics(
+    execute_uuid: Uuid, requester: RequesterDep, caller: JobReader
+) -> Response:
+    return await _ask(requester, "coc.order.statistics", _order(execute_uuid), caller)
 
 
 @router.put(
@@ -145,7 +151,7 @@ async def order_statistics(execute_uuid: Uuid, bus: Bus, caller: JobReader) -> R
     responses={**NOT_FOUND, 409: COC_ERRORS[400] | {"description": "Not in this state"}},
 )
 async def operate_order(
-    execute_uuid: Uuid, body: OrderOperation, bus: Bus, caller: JobOperator
+    execute_uuid: Uuid, body: OrderOperation, requester: RequesterDep, caller: JobOperator
 ) -> Response:
     command = OrderOperationCommand(execute_uuid=execute_uuid, **body.model_dump())
-    return await _ask(bus, "coc.order.operate", command.model_dump_json().encode(), caller)
+    return await _ask(requester, "coc.order.operate", command.model_dump_json().encode(), caller)

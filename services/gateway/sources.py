@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response
-from fastapi.responses import JSONResponse
 
 from shared.auth import Principal
 from shared.contracts.errors import SMS_ERRORS
@@ -19,21 +18,15 @@ from shared.contracts.sources import (
     SourceServerRef,
     SourceServerView,
 )
-from shared.envelope import Reply
 
-from .deps import Bus, require
+from .deps import RequesterDep, require
+from .replies import respond
 
 router = APIRouter(prefix="/v3/sources", tags=["SMS source servers"], responses=SMS_ERRORS)
 ServerId = Annotated[str, Path(min_length=1, max_length=255)]
 Registrant = Annotated[Principal, Depends(require("sms:server:migrationServer"))]
 Reader = Annotated[Principal, Depends(require("sms:server:queryServer"))]
 Deleter = Annotated[Principal, Depends(require("sms:server:deleteServer"))]
-
-
-def respond(reply: Reply) -> Response:
-    if reply.status == 204 or reply.body is None:
-        return Response(status_code=reply.status)
-    return JSONResponse(status_code=reply.status, content=reply.body)
 
 
 @router.post(
@@ -44,11 +37,11 @@ def respond(reply: Reply) -> Response:
 )
 async def register_source(
     body: SourceServerBody,
-    bus: Bus,
+    requester: RequesterDep,
     caller: Registrant,
 ) -> Response:
     payload = body.model_dump_json(exclude_unset=True, by_alias=True).encode()
-    reply = await bus.request(
+    reply = await requester.request(
         "sms.source.register", payload, domain_id=caller.domain_id, actor=caller.subject
     )
     return respond(reply)
@@ -57,11 +50,11 @@ async def register_source(
 @router.get("", response_model=SourceServerList, summary="List source servers, newest first")
 async def list_sources(
     query: Annotated[ListSources, Query()],
-    bus: Bus,
+    requester: RequesterDep,
     caller: Reader,
 ) -> Response:
     payload = query.model_dump_json().encode()
-    reply = await bus.request("sms.source.list", payload, domain_id=caller.domain_id)
+    reply = await requester.request("sms.source.list", payload, domain_id=caller.domain_id)
     return respond(reply)
 
 
@@ -70,8 +63,10 @@ async def list_sources(
     response_model=SourceOverview,
     summary="Count the caller's source servers by state (SMS ShowOverview)",
 )
-async def show_overview(bus: Bus, caller: Reader) -> Response:
-    return respond(await bus.request("sms.source.overview", b"{}", domain_id=caller.domain_id))
+async def show_overview(requester: RequesterDep, caller: Reader) -> Response:
+    return respond(
+        await requester.request("sms.source.overview", b"{}", domain_id=caller.domain_id)
+    )
 
 
 @router.post(
@@ -87,8 +82,8 @@ async def show_overview(bus: Bus, caller: Reader) -> Response:
         409: SMS_ERRORS[400] | {"description": "A task owns one of the servers"},
     },
 )
-async def delete_sources(body: DeleteSources, bus: Bus, caller: Deleter) -> Response:
-    reply = await bus.request(
+async def delete_sources(body: DeleteSources, requester: RequesterDep, caller: Deleter) -> Response:
+    reply = await requester.request(
         "sms.source.delete_many",
         body.model_dump_json().encode(),
         domain_id=caller.domain_id,
@@ -103,9 +98,9 @@ async def delete_sources(body: DeleteSources, bus: Bus, caller: Deleter) -> Resp
     summary="Show a source server",
     responses={404: SMS_ERRORS[400] | {"description": "No such server in the caller's domain"}},
 )
-async def show_source(source_id: ServerId, bus: Bus, caller: Reader) -> Response:
+async def show_source(source_id: ServerId, requester: RequesterDep, caller: Reader) -> Response:
     payload = SourceServerRef(server_id=source_id).model_dump_json().encode()
-    reply = await bus.request("sms.source.get", payload, domain_id=caller.domain_id)
+    reply = await requester.request("sms.source.get", payload, domain_id=caller.domain_id)
     return respond(reply)
 
 
@@ -117,9 +112,9 @@ async def show_source(source_id: ServerId, bus: Bus, caller: Reader) -> Response
         409: SMS_ERRORS[400] | {"description": "A task owns the server"},
     },
 )
-async def delete_source(source_id: ServerId, bus: Bus, caller: Deleter) -> Response:
+async def delete_source(source_id: ServerId, requester: RequesterDep, caller: Deleter) -> Response:
     payload = SourceServerRef(server_id=source_id).model_dump_json().encode()
-    reply = await bus.request(
+    reply = await requester.request(
         "sms.source.delete", payload, domain_id=caller.domain_id, actor=caller.subject
     )
     return respond(reply)

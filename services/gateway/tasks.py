@@ -22,8 +22,8 @@ from shared.contracts.tasks import (
     TaskView,
 )
 
-from .deps import Bus, require
-from .sources import respond
+from .deps import RequesterDep, require
+from .replies import respond
 
 router = APIRouter(prefix="/v3/tasks", tags=["SMS migration tasks"], responses=SMS_ERRORS)
 TaskIdPath = Annotated[str, Path(min_length=1, max_length=255)]
@@ -51,23 +51,27 @@ def _ref(task_id: str) -> bytes:
     summary="Create a migration task for a registered source server",
     responses={**NOT_FOUND, **CONFLICT},
 )
-async def create_task(body: TaskBody, bus: Bus, caller: Creator) -> Response:
+async def create_task(body: TaskBody, requester: RequesterDep, caller: Creator) -> Response:
     payload = body.model_dump_json(exclude_unset=True).encode()
-    reply = await bus.request(
+    reply = await requester.request(
         "sms.task.create", payload, domain_id=caller.domain_id, actor=caller.subject
     )
     return respond(reply)
 
 
 @router.get("", response_model=TaskList, summary="List migration tasks, newest first")
-async def list_tasks(query: Annotated[ListTasks, Query()], bus: Bus, caller: Reader) -> Response:
+async def list_tasks(
+    query: Annotated[ListTasks, Query()], requester: RequesterDep, caller: Reader
+) -> Response:
     payload = query.model_dump_json().encode()
-    return respond(await bus.request("sms.task.list", payload, domain_id=caller.domain_id))
+    return respond(await requester.request("sms.task.list", payload, domain_id=caller.domain_id))
 
 
 @router.get("/{task_id}", response_model=TaskView, summary="Show a task", responses=NOT_FOUND)
-async def show_task(task_id: TaskIdPath, bus: Bus, caller: Reader) -> Response:
-    return respond(await bus.request("sms.task.get", _ref(task_id), domain_id=caller.domain_id))
+async def show_task(task_id: TaskIdPath, requester: RequesterDep, caller: Reader) -> Response:
+    return respond(
+        await requester.request("sms.task.get", _ref(task_id), domain_id=caller.domain_id)
+    )
 
 
 @router.post(
@@ -80,8 +84,8 @@ async def show_task(task_id: TaskIdPath, bus: Bus, caller: Reader) -> Response:
     ),
     responses={**NOT_FOUND, **CONFLICT},
 )
-async def delete_tasks(body: DeleteTasks, bus: Bus, caller: Deleter) -> Response:
-    reply = await bus.request(
+async def delete_tasks(body: DeleteTasks, requester: RequesterDep, caller: Deleter) -> Response:
+    reply = await requester.request(
         "sms.task.delete_many",
         body.model_dump_json().encode(),
         domain_id=caller.domain_id,
@@ -103,10 +107,10 @@ async def delete_tasks(body: DeleteTasks, bus: Bus, caller: Deleter) -> Response
     responses=NOT_FOUND,
 )
 async def update_task_speed(
-    task_id: TaskIdPath, body: TaskProgress, bus: Bus, caller: Reporter
+    task_id: TaskIdPath, body: TaskProgress, requester: RequesterDep, caller: Reporter
 ) -> Response:
     command = TaskProgressCommand(task_id=task_id, **body.model_dump())
-    reply = await bus.request(
+    reply = await requester.request(
         "sms.task.progress",
         command.model_dump_json().encode(),
         domain_id=caller.domain_id,
@@ -121,8 +125,8 @@ async def update_task_speed(
     description="200 `{}`, as the SMS page.",
     responses={**NOT_FOUND, **CONFLICT},
 )
-async def delete_task(task_id: TaskIdPath, bus: Bus, caller: Deleter) -> Response:
-    reply = await bus.request(
+async def delete_task(task_id: TaskIdPath, requester: RequesterDep, caller: Deleter) -> Response:
+    reply = await requester.request(
         "sms.task.delete", _ref(task_id), domain_id=caller.domain_id, actor=caller.subject
     )
     return respond(reply)
@@ -139,10 +143,10 @@ async def delete_task(task_id: TaskIdPath, bus: Bus, caller: Deleter) -> Respons
     responses={**NOT_FOUND, **CONFLICT},
 )
 async def update_task_status(
-    task_id: TaskIdPath, body: TaskAction, bus: Bus, caller: Operator
+    task_id: TaskIdPath, body: TaskAction, requester: RequesterDep, caller: Operator
 ) -> Response:
     command = TaskActionCommand(task_id=task_id, **body.model_dump())
-    reply = await bus.request(
+    reply = await requester.request(
         "sms.task.action",
         command.model_dump_json().encode(),
         domain_id=caller.domain_id,
@@ -157,8 +161,10 @@ async def update_task_status(
     description="Idempotent: unlocking a task that holds no lock answers 200 and changes nothing.",
     responses=NOT_FOUND,
 )
-async def unlock_target_ecs(task_id: TaskIdPath, bus: Bus, caller: Unlocker) -> Response:
-    reply = await bus.request(
+async def unlock_target_ecs(
+    task_id: TaskIdPath, requester: RequesterDep, caller: Unlocker
+) -> Response:
+    reply = await requester.request(
         "sms.task.unlock", _ref(task_id), domain_id=caller.domain_id, actor=caller.subject
     )
     return respond(reply)

@@ -10,8 +10,8 @@ from shared.auth import Principal
 from shared.contracts.errors import ZSTACK_ERRORS
 from shared.contracts.zstack import DEFAULT_COMMAND_TIMEOUT, VmCommand, VmCommandResult
 
-from .deps import Bus, require_oauth
-from .sources import respond
+from .deps import RequesterDep, require_oauth
+from .replies import respond
 
 router = APIRouter(prefix="/zstack/v1", tags=["ZStack VM instances"], responses=ZSTACK_ERRORS)
 Operator = Annotated[Principal, Depends(require_oauth("zstack:vm:executeGuestVmCommand"))]
@@ -28,16 +28,16 @@ Operator = Annotated[Principal, Depends(require_oauth("zstack:vm:executeGuestVmC
     ),
 )
 async def execute_guest_vm_command(
-    body: VmCommand, bus: Bus, caller: Operator, request: Request
+    body: VmCommand, requester: RequesterDep, caller: Operator, request: Request
 ) -> Response:
     # The caller waits for the command itself, so the wait outlasts its timeout.
     grace = request.app.state.settings.run_grace
     seconds = (body.params.commandTimeout or DEFAULT_COMMAND_TIMEOUT) + grace + 5
-    reply = await bus.request(
+    reply = await requester.request(
         "zstack.vm.exec",
         body.model_dump_json().encode(),
         domain_id=caller.domain_id,
         actor=caller.subject,
-        timeout=max(seconds, bus.timeout),
+        timeout=max(seconds, requester.timeout),
     )
     return respond(reply)

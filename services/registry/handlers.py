@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from shared.aggregates import Decision, apply
-from shared.consumer import Handler, tenant
+from shared.aggregates import Decision, apply, reject, visible
+from shared.consumer import Handler, query, tenant
 from shared.contracts.lifecycle import TaskClaim, TransitionRequest
 from shared.contracts.sources import (
     DeleteSources,
@@ -111,6 +111,7 @@ class RegistryHandlers:
             lambda current: sources.delete(current, server_id, domain_id, utcnow()),
         )
 
+    @query
     async def overview(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
         counts = {}
@@ -121,21 +122,23 @@ class RegistryHandlers:
             counts[state] = page.total
         return Reply(status=200, body=SourceOverview(**counts).model_dump())
 
+    @query
     async def get(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
         ref = SourceServerRef.model_validate_json(incoming.body)
-        doc = sources.visible(await self.store.get(COLLECTION, ref.server_id), domain_id)
+        doc = visible(await self.store.get(COLLECTION, ref.server_id), domain_id)
         if doc is None:
-            return sources.reject(
+            return reject(
                 SmsCode.SOURCE_NOT_FOUND, f"Source server {ref.server_id} does not exist."
             ).reply
         return Reply(status=200, body=sources.view(doc))
 
+    @query
     async def list(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
         query = ListSources.model_validate_json(incoming.body)
         if query.id is not None:
-            doc = sources.visible(await self.store.get(COLLECTION, query.id), domain_id)
+            doc = visible(await self.store.get(COLLECTION, query.id), domain_id)
             hits = [doc] if doc is not None and sources.matches(doc, query) else []
             page = Page(items=hits[query.offset :][: query.limit], total=len(hits))
         else:

@@ -67,26 +67,30 @@ SUCCESSES: dict[tuple[str, SourceState], Step] = {
 
 
 @dataclass(frozen=True)
-class Refused:
+class TransitionRefused:
     reason: str
 
 
 def transition(
     state: SourceState, cycle: MigrationCycle | None, cause: ActionCause | ResultCause
-) -> Step | Refused:
-    """Where `cause` takes a server in `state`; `Refused` when the table does not allow it."""
+) -> Step | TransitionRefused:
+    """Where `cause` takes a server in `state`; `TransitionRefused` when the table forbids it."""
     if isinstance(cause, ActionCause):
         step = ACTIONS.get((cause.operation, state))
-        return step or Refused(f"task action {cause.operation} is not allowed in state {state}")
+        return step or TransitionRefused(
+            f"task action {cause.operation} is not allowed in state {state}"
+        )
     if cause.command_name in HOUSEKEEPING_COMMANDS:
         return Step(state, cycle)
     if cause.result == "fail":
         if cause.command_name in MIGRATION_COMMANDS and state in ACTIVE:
             return Step("error", cycle)
-        return Refused(f"a failed {cause.command_name} is not expected in state {state}")
+        return TransitionRefused(f"a failed {cause.command_name} is not expected in state {state}")
     step = SUCCESSES.get((cause.command_name, state))
     if step is None:
-        return Refused(f"a successful {cause.command_name} is not expected in state {state}")
+        return TransitionRefused(
+            f"a successful {cause.command_name} is not expected in state {state}"
+        )
     return Step(step.to, step.cycle or cycle)
 
 

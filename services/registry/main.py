@@ -13,5 +13,4 @@ REGISTRY = ServiceDefinition(
     collections={COLLECTION: ("state", "ip", "migration_cycle", "connected")},
     handlers=lambda store, _requester, _settings: RegistryHandlers(store),
     health_port=lambda settings: settings.registry_health_port,
-    queries=frozenset({"sms.source.get", "sms.source.list"}),
 )

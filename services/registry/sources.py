@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.aggregates import Decision, NewEvent
+from shared.aggregates import Decision, NewEvent, reject, visible
 from shared.contracts.lifecycle import (
     ResultCause,
     SourceStateChanged,
@@ -23,7 +23,7 @@ from shared.contracts.lifecycle import (
 )
 from shared.contracts.sources import REQUIRED_FOR_REGISTRATION, ListSources, SourceServerBody
 from shared.envelope import Reply
-from shared.errors import ApiError, Code, SmsCode
+from shared.errors import SmsCode
 from shared.store import Document, Query
 
 from . import lifecycle
@@ -40,18 +40,6 @@ def identity_key(domain_id: str, data: dict[str, Any]) -> str | None:
     if not host or not ip:
         return None
     return "\x1f".join((domain_id, str(host).lower(), str(ip)))
-
-
-def reject(code: Code, message: str = "", params: list[str] | None = None) -> Decision:
-    error = ApiError(code, message, params or [])
-    return Decision(reply=Reply(status=error.status, body=error.body()))
-
-
-def visible(doc: Document | None, domain_id: str) -> Document | None:
-    """The document as the caller's domain may see it: another domain's is not there."""
-    if doc is None or doc.deleted or doc.domain_id != domain_id:
-        return None
-    return doc
 
 
 def view(doc: Document, version: int | None = None) -> dict[str, Any]:
@@ -252,7 +240,7 @@ def apply_transition(
         )
     state, cycle = existing.data.get("state", "waiting"), existing.data.get("migration_cycle")
     step = lifecycle.transition(state, cycle, request.cause)
-    if isinstance(step, lifecycle.Refused):
+    if isinstance(step, lifecycle.TransitionRefused):
         return reject(
             SmsCode.TRANSITION_REFUSED,
             f"Source server {existing.id} is {state}: {step.reason}. Nothing was changed.",

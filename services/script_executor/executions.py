@@ -39,7 +39,7 @@ class Context:
         return replace(self, now=now)
 
 
-class Refused(Exception):
+class OperationRefused(Exception):
     """The operation does not fit the execution's state."""
 
 
@@ -147,7 +147,7 @@ def operate(
     outcome = Outcome(copy.deepcopy(data))
     state = outcome.data["status"]
     if state in DONE:
-        raise Refused(f"the execution is already {state}")
+        raise OperationRefused(f"the execution is already {state}")
     if operation == "PAUSE_ORDER":
         outcome.data["pause_requested"] = True
     elif operation == "CONTINUE_ORDER":
@@ -168,10 +168,10 @@ def operate(
     elif operation == "CANCEL_INSTANCE":
         found = [h for h in _hosts(outcome.data) if h["instance_id"] == instance_id]
         if not found:
-            raise Refused(f"there is no instance {instance_id}")
+            raise OperationRefused(f"there is no instance {instance_id}")
         host = found[0]
         if host["status"] in TERMINAL_HOST:
-            raise Refused(f"instance {instance_id} is already {host['status']}")
+            raise OperationRefused(f"instance {instance_id} is already {host['status']}")
         _cancel_host(outcome, host, ctx)
         _after_host(outcome, ctx)
     return outcome
@@ -237,9 +237,9 @@ def _cancel_host(outcome: Outcome, host: dict[str, Any], ctx: Context) -> None:
 def _skip_batch(outcome: Outcome, batch_index: int | None) -> None:
     batch = next((b for b in outcome.data["batches"] if b["batch_index"] == batch_index), None)
     if batch is None:
-        raise Refused(f"there is no batch {batch_index}")
+        raise OperationRefused(f"there is no batch {batch_index}")
     if batch["status"] != "READY":
-        raise Refused(
+        raise OperationRefused(
             f"batch {batch_index} is {batch['status']}; only a batch not yet started is skipped"
         )
     batch["status"] = "SKIPPED"

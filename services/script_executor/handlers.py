@@ -14,11 +14,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shared.aggregates import Decision, NewCommand, NewEvent, apply
+from shared.aggregates import Decision, NewCommand, NewEvent, apply, refusal, reject, visible
 from shared.bus import Requester, Unavailable
 from shared.coalescer import Coalescer
 from shared.config import Settings
-from shared.consumer import Handler, PermanentError, tenant
+from shared.consumer import Handler, PermanentError, query, tenant
 from shared.contracts.scripts import (
     AgentBinding,
     AgentRun,
@@ -27,14 +27,14 @@ from shared.contracts.scripts import (
     OrderOperationCommand,
     OrderQuery,
     OrderRef,
-    Page,
     RunFinished,
     ScriptBody,
+    ScriptPage,
     ScriptRef,
 )
 from shared.contracts.zstack import VmCommand
 from shared.envelope import Incoming, Reply, derived_id, utcnow
-from shared.errors import ApiError, CocCode
+from shared.errors import CocCode
 from shared.keys import scoped
 from shared.store import Document, Query, Store, find_all
 from shared.topology import agent_queue
@@ -50,10 +50,7 @@ OUTPUTS = "outputs"
 
 
 def execution_not_found(execute_uuid: str) -> Reply:
-    error = ApiError(
-        CocCode.EXECUTION_NOT_FOUND, f"Script execution {execute_uuid} does not exist."
-    )
-    return Reply(status=error.status, body=error.body())
+    return refusal(CocCode.EXECUTION_NOT_FOUND, f"Script execution {execute_uuid} does not exist.")
 
 
 @dataclass(frozen=True)
@@ -136,8 +133,9 @@ class ScriptExecutorHandlers:
         )
 
     async def _script(self, script_uuid: str, domain_id: str) -> Document | None:
-        return scripts.visible(await self.store.get(scripts.COLLECTION, script_uuid), domain_id)
+        return visible(await self.store.get(scripts.COLLECTION, script_uuid), domain_id)
 
+    @query
     async def get_script(self, incoming: Incoming) -> Reply:
         ref = ScriptRef.model_validate_json(incoming.body)
         script = await self._script(ref.script_uuid, tenant(incoming))
@@ -145,8 +143,9 @@ class ScriptExecutorHandlers:
             return scripts.not_found(ref.script_uuid)
         return Reply(status=200, body={"data": scripts.view(script)})
 
+    @query
     async def list_scripts(self, incoming: Incoming) -> Reply:
-        page = Page.model_validate_json(incoming.body)
+        page = ScriptPage.model_validate_json(incoming.body)
         found = await self.store.find(
             scripts.COLLECTION,
             Query(domain_id=tenant(incoming), limit=page.limit, offset=page.offset),
@@ -225,9 +224,11 @@ class ScriptExecutorHandlers:
             return execution_not_found(ref.execute_uuid)
         return Reply(status=200, body={"data": view(doc.data)})
 
+    @query
     async def get_order(self, incoming: Incoming) -> Reply:
         return await self._read_order(incoming, order_summary)
 
+    @query
     async def list_orders(self, incoming: Incoming) -> Reply:
         query = OrderQuery.model_validate_json(incoming.body)
         internal = {"ABNORMAL": "FINISHED"}.get(query.status or "", query.status)
@@ -240,9 +241,11 @@ class ScriptExecutorHandlers:
         body = {"data": [order_summary(data) for data in page], "total": len(matching)}
         return Reply(status=200, body={"data": body})
 
+    @query
     async def order_batches(self, incoming: Incoming) -> Reply:
         return await self._read_order(incoming, batch_summaries)
 
+    @query
     async def order_batch(self, incoming: Incoming) -> Reply:
         ref = OrderRef.model_validate_json(incoming.body)
         doc = await self._execution(ref.execute_uuid, tenant(incoming))
@@ -250,8 +253,7 @@ class ScriptExecutorHandlers:
             return execution_not_found(ref.execute_uuid)
         batch = next((b for b in doc.data["batches"] if b["batch_index"] == ref.batch_index), None)
         if batch is None:
-            error = ApiError(CocCode.BATCH_NOT_FOUND, f"There is no batch {ref.batch_index}.")
-            return Reply(status=error.status, body=error.body())
+            return refusal(CocCode.BATCH_NOT_FOUND, f"There is no batch {ref.batch_index}.")
         outputs = {}
         for host in batch["hosts"]:
             if host.get("run_id"):
@@ -261,6 +263,7 @@ class ScriptExecutorHandlers:
         detail = batch_detail(batch, outputs, status=ref.status, marker=ref.marker, limit=ref.limit)
         return Reply(status=200, body={"data": detail})
 
+    @query
     async def order_statistics(self, incoming: Incoming) -> Reply:
         return await self._read_order(incoming, views.order_statistics)
 
@@ -287,11 +290,8 @@ class ScriptExecutorHandlers:
                     batch_index=command.batch_index,
                     instance_id=command.instance_id,
                 )
-            except executions.Refused as exc:
-                error = ApiError(
-                    CocCode.EXECUTION_STATE_CONFLICT, f"{command.operation_type}: {exc}."
-                )
-                return Decision(reply=Reply(status=error.status, body=error.body()))
+            except executions.OperationRefused as exc:
+                return reject(CocCode.EXECUTION_STATE_CONFLICT, f"{command.operation_type}: {exc}.")
             return decision_of(current, outcome, reply, ctx.grace)
 
         return await apply(self.store, EXECUTIONS, incoming.message_id, load, decide)
@@ -452,7 +452,7 @@ class ScriptExecutorHandlers:
         )
         agent = found.items[0] if found.items else None
         online = agent is not None and self.liveness.alive(agent, domain_id)
-        refusal = vm_commands.refusal(command, agent, online)
+        refusal = vm_commands.why_not_sent(command, agent, online)
         if refusal is not None or agent is None:
             return refusal
         run_id = vm_commands.PREFIX + derived_id(incoming.message_id, "vm")

@@ -27,17 +27,6 @@ SCRIPT_EXECUTOR = ServiceDefinition(
     },
     handlers=ScriptExecutorHandlers,
     health_port=lambda settings: settings.script_executor_health_port,
-    queries=frozenset(
-        {
-            "coc.script.get",
-            "coc.script.list",
-            "coc.order.get",
-            "coc.order.list",
-            "coc.order.batches",
-            "coc.order.batch",
-            "coc.order.statistics",
-        }
-    ),
     family=Family.COC,
     periodic=_expire,
 )

@@ -5,24 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.aggregates import Decision, NewEvent
+from shared.aggregates import Decision, NewEvent, reject, visible
 from shared.contracts.scripts import ScriptBody, ScriptExecuteInputParam
 from shared.envelope import Reply
-from shared.errors import ApiError, CocCode, Code
+from shared.errors import ApiError, CocCode
 from shared.store import Document
 
 COLLECTION = "scripts"
-
-
-def reject(code: Code, message: str) -> Decision:
-    error = ApiError(code, message)
-    return Decision(reply=Reply(status=error.status, body=error.body()))
-
-
-def visible(doc: Document | None, domain_id: str) -> Document | None:
-    if doc is None or doc.deleted or doc.domain_id != domain_id:
-        return None
-    return doc
 
 
 def not_found(script_uuid: str) -> Reply:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from shared.aggregates import Decision, NewCommand, NewEvent
+from shared.aggregates import Decision, NewCommand, NewEvent, refusal
 from shared.contracts.scripts import AgentRun, RunFinished
 from shared.contracts.zstack import (
     DEFAULT_COMMAND_TIMEOUT,
@@ -21,7 +21,7 @@ from shared.contracts.zstack import (
     VmInstanceRef,
 )
 from shared.envelope import Reply
-from shared.errors import ApiError, Code, ZstackCode
+from shared.errors import ApiError, ZstackCode
 from shared.store import Document
 from shared.topology import agent_queue
 
@@ -29,11 +29,6 @@ from .agents import refused
 
 PREFIX = "zs-"
 COLLECTION = "vmruns"
-
-
-def _error(code: Code, message: str) -> Reply:
-    error = ApiError(code, message)
-    return Reply(status=error.status, body=error.body())
 
 
 def stream(stdout: str, stderr: str) -> str:
@@ -45,7 +40,7 @@ def answer(data: dict[str, Any]) -> Reply:
     vm = VmInstanceRef(uuid=data["vm_uuid"], name=data.get("vm_name"))
     status = data["status"]
     if status in ("TIMEOUT", "PROCESSING"):
-        return _error(
+        return refusal(
             ZstackCode.COMMAND_TIMEOUT,
             f"The command did not finish within {data['timeout']}s on VM {data['vm_uuid']}.",
         )
@@ -113,15 +108,15 @@ def dispatch(
     )
 
 
-def refusal(command: VmCommand, agent: Document | None, online: bool) -> Reply | None:
+def why_not_sent(command: VmCommand, agent: Document | None, online: bool) -> Reply | None:
     """Why the command cannot be sent, or None when it can."""
     params = command.params
     if params.platform.lower() != "linux":
-        return _error(ZstackCode.INVALID_PARAMETER, f"platform {params.platform} is not supported")
+        return refusal(ZstackCode.INVALID_PARAMETER, f"platform {params.platform} is not supported")
     if agent is None:
-        return _error(ZstackCode.VM_NOT_FOUND, f"No agent serves VM {params.vmInstanceUuid}.")
+        return refusal(ZstackCode.VM_NOT_FOUND, f"No agent serves VM {params.vmInstanceUuid}.")
     if not online:
-        return _error(
+        return refusal(
             ZstackCode.AGENT_OFFLINE, f"The agent of VM {params.vmInstanceUuid} is offline."
         )
     return None

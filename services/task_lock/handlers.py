@@ -12,9 +12,9 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from shared import metrics
-from shared.aggregates import Decision, apply
+from shared.aggregates import Decision, apply, reject, visible
 from shared.bus import Requester
-from shared.consumer import Handler, tenant
+from shared.consumer import Handler, query, tenant
 from shared.contracts.lifecycle import ActionCause, TaskClaim, TransitionRequest
 from shared.contracts.tasks import (
     DeleteTasks,
@@ -65,7 +65,7 @@ class TaskLockHandlers:
         )
 
     async def _task(self, task_id: str, domain_id: str) -> Document | None:
-        return tasks.visible(await self.store.get(tasks.COLLECTION, task_id), domain_id)
+        return visible(await self.store.get(tasks.COLLECTION, task_id), domain_id)
 
     async def create(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
@@ -91,11 +91,11 @@ class TaskLockHandlers:
         if task is None:
             return tasks.not_found(command.task_id).reply
         step = tasks.plan(command.operation, task.data["state"])
-        if isinstance(step, tasks.Refused):
+        if isinstance(step, tasks.ActionRefused):
             code = (
                 SmsCode.OPERATION_UNSUPPORTED if step.unsupported else SmsCode.TASK_STATE_CONFLICT
             )
-            return tasks.reject(code, f"Migration task {task.id}: {step.reason}.").reply
+            return reject(code, f"Migration task {task.id}: {step.reason}.").reply
         vm_id = task.data["target_server"]["vm_id"]
         lock_key = locks.lock_id(domain_id, vm_id)
         if step.acquires_lock:
@@ -115,7 +115,7 @@ class TaskLockHandlers:
             lock_doc = await self.store.get(locks.COLLECTION, lock_key)
             lock = locks.view(lock_doc, vm_id)
             if locks.holder(lock_doc) != task.id:
-                return tasks.reject(
+                return reject(
                     SmsCode.TASK_FENCED,
                     f"Migration task {task.id} no longer holds the lock on target server {vm_id}.",
                 ).reply
@@ -139,7 +139,7 @@ class TaskLockHandlers:
             lambda current: (
                 tasks.apply_action(current, command.operation, step, lock, utcnow())
                 if current is not None and current.data["state"] == task.data["state"]
-                else tasks.reject(
+                else reject(
                     SmsCode.TASK_STATE_CONFLICT, f"Migration task {task.id} changed meanwhile."
                 )
             ),
@@ -181,7 +181,7 @@ class TaskLockHandlers:
             doc = found.get(task_id)
             if doc is not None and doc.reply_to(derived_id(incoming.message_id, task_id)):
                 continue  # deleted by this very message, before a redelivery
-            task = tasks.visible(doc, domain_id)
+            task = visible(doc, domain_id)
             if task is None or not tasks.may_delete(task.data["state"]):
                 return tasks.delete(task, task_id, domain_id).reply
         for task_id in ids:
@@ -226,6 +226,7 @@ class TaskLockHandlers:
             lambda current: tasks.report_progress(current, report, domain_id, utcnow()),
         )
 
+    @query
     async def get(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
         ref = TaskRef.model_validate_json(incoming.body)
@@ -234,6 +235,7 @@ class TaskLockHandlers:
             return tasks.not_found(ref.task_id).reply
         return Reply(status=200, body=tasks.view(task))
 
+    @query
     async def list(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
         query = ListTasks.model_validate_json(incoming.body)

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from shared.aggregates import Decision, NewEvent
+from shared.aggregates import Decision, NewEvent, reject
 from shared.contracts.tasks import LockView, TargetLocked, TargetUnlocked, UnlockReason
 from shared.envelope import Reply
-from shared.errors import ApiError, SmsCode
+from shared.errors import SmsCode
 from shared.keys import scoped
 from shared.store import Document
 
@@ -43,12 +43,11 @@ def acquire(
         assert current is not None
         return Decision(reply=Reply(status=200, body=view(current, vm_id).model_dump()))
     if (other := holder(current)) is not None:
-        error = ApiError(
+        return reject(
             SmsCode.TARGET_LOCKED,
             f"Target server {vm_id} is locked by migration task {other}.",
             [other],
         )
-        return Decision(reply=Reply(status=error.status, body=error.body()))
     token = (current.data.get("fencing_token", 0) if current else 0) + 1
     data = {
         "vm_id": vm_id,

@@ -14,5 +14,4 @@ TASK_LOCK = ServiceDefinition(
     collections={tasks.COLLECTION: ("state", "source_server_id"), locks.COLLECTION: ()},
     handlers=lambda store, requester, _settings: TaskLockHandlers(store, requester),
     health_port=lambda settings: settings.task_lock_health_port,
-    queries=frozenset({"sms.task.get", "sms.task.list"}),
 )

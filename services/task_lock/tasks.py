@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.aggregates import Decision, NewCommand, NewEvent
+from shared.aggregates import Decision, NewCommand, NewEvent, reject, visible
 from shared.contracts.commands import EnqueueCommand
 from shared.contracts.lifecycle import CommandName
 from shared.contracts.tasks import (
@@ -26,7 +26,7 @@ from shared.contracts.tasks import (
     UnlockReason,
 )
 from shared.envelope import Reply
-from shared.errors import ApiError, Code, SmsCode
+from shared.errors import SmsCode
 from shared.store import Document
 
 UNSUPPORTED = frozenset({"clone_test", "network_check", "skip", "clear", "migration_test"})
@@ -59,7 +59,7 @@ class ActionStep:
 
 
 @dataclass(frozen=True)
-class Refused:
+class ActionRefused:
     reason: str
     unsupported: bool = False
 
@@ -95,11 +95,13 @@ SOURCE_STATES: dict[tuple[str, TaskState], SourceStep] = {
 }
 
 
-def plan(operation: str, state: TaskState) -> ActionStep | Refused:
+def plan(operation: str, state: TaskState) -> ActionStep | ActionRefused:
     if operation in UNSUPPORTED:
-        return Refused(f"operation {operation} is not supported by Rehost", unsupported=True)
+        return ActionRefused(f"operation {operation} is not supported by Rehost", unsupported=True)
     step = ACTIONS.get((operation, state))
-    return step or Refused(f"operation {operation} is not allowed for a task in state {state}")
+    return step or ActionRefused(
+        f"operation {operation} is not allowed for a task in state {state}"
+    )
 
 
 def follow_source(source_state: str, state: TaskState) -> SourceStep | None:
@@ -114,19 +116,8 @@ def may_delete(state: TaskState) -> bool:
 COLLECTION = "tasks"
 
 
-def visible(doc: Document | None, domain_id: str) -> Document | None:
-    if doc is None or doc.deleted or doc.domain_id != domain_id:
-        return None
-    return doc
-
-
 def view(doc: Document, version: int | None = None) -> dict[str, Any]:
     return {**doc.data, "id": doc.id, "version": doc.version if version is None else version}
-
-
-def reject(code: Code, message: str, params: list[str] | None = None) -> Decision:
-    error = ApiError(code, message, params or [])
-    return Decision(reply=Reply(status=error.status, body=error.body()))
 
 
 def not_found(task_id: str) -> Decision:

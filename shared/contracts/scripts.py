@@ -283,7 +283,9 @@ class ScriptRef(BaseModel):
     script_uuid: Annotated[str, Field(min_length=1, max_length=64)]
 
 
-class Page(BaseModel):
+class ScriptPage(BaseModel):
+    """The query of `GET /v1/job/scripts`."""
+
     limit: Limit = 50
     offset: Offset = 0
 

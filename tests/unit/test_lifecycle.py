@@ -42,7 +42,7 @@ def test_random_causes_keep_the_invariants(start: SourceState, sequence: list[ob
     for cause in sequence:
         assert isinstance(cause, ResultCause | ActionCause)
         step = lifecycle.transition(state, cycle, cause)
-        if isinstance(step, lifecycle.Refused):
+        if isinstance(step, lifecycle.TransitionRefused):
             continue
         assert step.to in lifecycle.STATES
         if step.to != state:
@@ -69,7 +69,9 @@ def test_housekeeping_commands_never_move_the_server(state: SourceState, command
 
 def test_deleting_is_terminal() -> None:
     for cause in [ActionCause(operation=op, task_id="t") for op in get_args(TaskOperation)]:
-        assert isinstance(lifecycle.transition("deleting", None, cause), lifecycle.Refused)
+        assert isinstance(
+            lifecycle.transition("deleting", None, cause), lifecycle.TransitionRefused
+        )
 
 
 def test_the_readme_diagram_is_the_table() -> None:

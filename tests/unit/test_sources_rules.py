@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.registry import sources
+from shared.aggregates import visible
 from shared.contracts.sources import SourceServerBody
 from shared.store import Document
 
@@ -73,7 +74,7 @@ def test_delete_leaves_a_tombstone_without_identity() -> None:
     decision = sources.delete(created(), "s1", "d1", NOW)
     assert decision.reply.status == 200 and decision.reply.body == {}
     assert decision.doc is not None and decision.doc.deleted and decision.doc.key is None
-    assert sources.visible(decision.doc, "d1") is None
+    assert visible(decision.doc, "d1") is None
     assert sources.delete(decision.doc, "s1", "d1", NOW).reply.status == 404
 
 
