@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import aio_pika
 import structlog
@@ -133,6 +133,22 @@ class Bus:
     async def close(self) -> None:
         if self.connection and not self.connection.is_closed:
             await self.connection.close()
+
+
+class Requests(Protocol):
+    """What a handler needs of the bus to ask another service: a request and its reply.
+    `Requester` is the real one; tests script a fake."""
+
+    async def request(
+        self,
+        routing_key: str,
+        body: bytes,
+        *,
+        domain_id: str,
+        actor: str = "",
+        message_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Reply: ...
 
 
 class Requester:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 
 from shared.aggregates import apply
-from shared.bus import Requester
+from shared.bus import Requests
 from shared.consumer import Handler, query, tenant
 from shared.contracts.commands import (
     EnqueueCommand,
@@ -31,7 +31,7 @@ from . import channels, results
 
 
 class CommandResultHandlers:
-    def __init__(self, store: Store, requester: Requester) -> None:
+    def __init__(self, store: Store, requester: Requests) -> None:
         self.store = store
         self.requester = requester
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from shared import metrics
 from shared.aggregates import Decision, apply, reject, visible
-from shared.bus import Requester
+from shared.bus import Requests
 from shared.consumer import Handler, query, tenant
 from shared.contracts.lifecycle import ActionCause, TaskClaim, TransitionRequest
 from shared.contracts.tasks import (
@@ -35,7 +35,7 @@ from . import locks, tasks
 
 
 class TaskLockHandlers:
-    def __init__(self, store: Store, requester: Requester) -> None:
+    def __init__(self, store: Store, requester: Requests) -> None:
         self.store = store
         self.requester = requester
 
@@ -85,67 +85,87 @@ class TaskLockHandlers:
         )
 
     async def action(self, incoming: Incoming) -> Reply:
+        """The four steps of the module's docstring: (1) the lock, (2) the source server,
+        (3) the task with its outbox, which (4) the relay publishes."""
         domain_id = tenant(incoming)
         command = TaskActionCommand.model_validate_json(incoming.body)
         task = await self._task(command.task_id, domain_id)
         if task is None:
             return tasks.not_found(command.task_id).reply
+        if (prior := task.reply_to(incoming.message_id)) is not None:
+            return Reply.model_validate(prior)  # redelivered once applied: the same answer
         step = tasks.plan(command.operation, task.data["state"])
         if isinstance(step, tasks.ActionRefused):
-            code = (
-                SmsCode.OPERATION_UNSUPPORTED if step.unsupported else SmsCode.TASK_STATE_CONFLICT
-            )
-            return reject(code, f"Migration task {task.id}: {step.reason}.").reply
-        vm_id = task.data["target_server"]["vm_id"]
-        lock_key = locks.lock_id(domain_id, vm_id)
-        if step.acquires_lock:
-            taken = await apply(
-                self.store,
-                locks.COLLECTION,
-                derived_id(incoming.message_id, "lock"),
-                lambda: self.store.get(locks.COLLECTION, lock_key),
-                lambda current: locks.acquire(current, domain_id, vm_id, task.id, utcnow()),
-            )
-            if taken.status != 200:
-                metrics.lock_contention.add(1)
-                return taken
-            lock = LockView.model_validate(taken.body)
-            failpoint("lock_taken")
-        else:
-            lock_doc = await self.store.get(locks.COLLECTION, lock_key)
-            lock = locks.view(lock_doc, vm_id)
-            if locks.holder(lock_doc) != task.id:
-                return reject(
-                    SmsCode.TASK_FENCED,
-                    f"Migration task {task.id} no longer holds the lock on target server {vm_id}.",
-                ).reply
-        transition = TransitionRequest(
-            server_id=task.data["source_server_id"],
-            cause=ActionCause(operation=command.operation, task_id=task.id),
-        )
-        moved = await self._registry(
-            "sms.source.transition", transition, domain_id, incoming, "transition"
-        )
+            return tasks.refused_action(step, task.id).reply
+        lock = await self._lock_for(task, step, incoming.message_id)
+        if isinstance(lock, Reply):
+            return lock
+        moved = await self._move_source(task, command.operation, incoming)
         if moved.status != 200:
-            if step.acquires_lock:
+            if step.acquires_lock:  # the lifecycle said no: the lock goes back
                 await self._release(task, "task_failed", derived_id(incoming.message_id, "undo"))
             return moved
         failpoint("source_moved")
-        reply = await apply(
+        reply = await self._write_action(task, command.operation, step, lock, incoming.message_id)
+        failpoint("task_written")
+        return reply
+
+    async def _lock_for(
+        self, task: Document, step: tasks.ActionStep, message_id: str
+    ) -> LockView | Reply:
+        """(1) Takes the target's lock for a start, or checks the task still holds it."""
+        vm_id = task.data["target_server"]["vm_id"]
+        lock_key = locks.lock_id(task.domain_id, vm_id)
+        if not step.acquires_lock:
+            lock_doc = await self.store.get(locks.COLLECTION, lock_key)
+            if locks.holder(lock_doc) != task.id:
+                return locks.fenced(task.id, vm_id).reply
+            return locks.view(lock_doc, vm_id)
+        taken = await apply(
+            self.store,
+            locks.COLLECTION,
+            derived_id(message_id, "lock"),
+            lambda: self.store.get(locks.COLLECTION, lock_key),
+            lambda current: locks.acquire(current, task.domain_id, vm_id, task.id, utcnow()),
+        )
+        if taken.status != 200:
+            metrics.lock_contention.add(1)
+            return taken
+        failpoint("lock_taken")
+        return LockView.model_validate(taken.body)
+
+    async def _move_source(self, task: Document, operation: str, incoming: Incoming) -> Reply:
+        """(2) The registry, the source server's one writer, applies the action to it."""
+        transition = TransitionRequest(
+            server_id=task.data["source_server_id"],
+            cause=ActionCause(operation=operation, task_id=task.id),
+        )
+        return await self._registry(
+            "sms.source.transition", transition, task.domain_id, incoming, "transition"
+        )
+
+    async def _write_action(
+        self,
+        task: Document,
+        operation: str,
+        step: tasks.ActionStep,
+        lock: LockView,
+        message_id: str,
+    ) -> Reply:
+        """(3) The task's new state, its events and the agent's command, in one write."""
+        return await apply(
             self.store,
             tasks.COLLECTION,
-            incoming.message_id,
-            lambda: self._task(task.id, domain_id),
+            message_id,
+            lambda: self._task(task.id, task.domain_id),
             lambda current: (
-                tasks.apply_action(current, command.operation, step, lock, utcnow())
+                tasks.apply_action(current, operation, step, lock, utcnow())
                 if current is not None and current.data["state"] == task.data["state"]
                 else reject(
                     SmsCode.TASK_STATE_CONFLICT, f"Migration task {task.id} changed meanwhile."
                 )
             ),
         )
-        failpoint("task_written")
-        return reply
 
     async def _release(self, task: Document, reason: UnlockReason, message_id: str) -> Reply:
         vm_id = task.data["target_server"]["vm_id"]

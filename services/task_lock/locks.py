@@ -36,6 +36,14 @@ def holder(doc: Document | None) -> str | None:
     return None if doc is None else doc.data.get("holder")
 
 
+def fenced(task_id: str, vm_id: str) -> Decision:
+    """A task whose lock was taken over (or given back) acts no more."""
+    return reject(
+        SmsCode.TASK_FENCED,
+        f"Migration task {task_id} no longer holds the lock on target server {vm_id}.",
+    )
+
+
 def acquire(
     current: Document | None, domain_id: str, vm_id: str, task_id: str, now: datetime
 ) -> Decision:

@@ -104,6 +104,11 @@ def plan(operation: str, state: TaskState) -> ActionStep | ActionRefused:
     )
 
 
+def refused_action(refused: ActionRefused, task_id: str) -> Decision:
+    code = SmsCode.OPERATION_UNSUPPORTED if refused.unsupported else SmsCode.TASK_STATE_CONFLICT
+    return reject(code, f"Migration task {task_id}: {refused.reason}.")
+
+
 def follow_source(source_state: str, state: TaskState) -> SourceStep | None:
     """The task's step when its source server reaches `source_state`; None: no change."""
     return SOURCE_STATES.get((source_state, state))
