@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import re
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
@@ -25,9 +24,8 @@ from typing import Any, TypeVar
 from opentelemetry import trace
 
 from shared import jsoncodec as json
+from shared.store import sqlite_queries as q
 from shared.store.base import (
-    APPLIED_MEMORY,
-    AppliedMessage,
     Change,
     Conflict,
     Document,
@@ -42,35 +40,7 @@ from shared.telemetry import tracer
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 Write = Callable[[sqlite3.Connection], None]
-_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,127}$")
-COLUMNS = "id, domain_id, key, version, deleted, created_at, updated_at, data, applied"
 MAX_GROUP = 256
-
-
-def _schema(table: str) -> list[str]:
-    # The outbox is a table of its own, written in the same transaction as the
-    # document: publishing an event deletes a small row instead of rewriting the
-    # document (a register's is ~7 KB) without the entry.
-    return [
-        f"""CREATE TABLE IF NOT EXISTS {table} (
-            id TEXT PRIMARY KEY,
-            domain_id TEXT NOT NULL,
-            key TEXT UNIQUE,
-            version INTEGER NOT NULL,
-            deleted INTEGER NOT NULL DEFAULT 0,
-            created_at REAL NOT NULL,
-            updated_at REAL NOT NULL,
-            data TEXT NOT NULL,
-            applied TEXT NOT NULL DEFAULT '[]'
-        )""",
-        f"CREATE INDEX IF NOT EXISTS {table}_by_domain ON {table} (domain_id, deleted, created_at)",
-        f"""CREATE TABLE IF NOT EXISTS {table}_outbox (
-            event_id TEXT PRIMARY KEY,
-            doc_id TEXT NOT NULL,
-            entry TEXT NOT NULL
-        )""",
-    ]
 
 
 def _migrate_outbox_column(conn: sqlite3.Connection, table: str) -> None:
@@ -92,56 +62,6 @@ def _migrate_outbox_column(conn: sqlite3.Connection, table: str) -> None:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-
-
-def _path(url: str) -> str:
-    path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
-    return path or ":memory:"
-
-
-def _row_to_doc(row: sqlite3.Row | tuple[Any, ...]) -> Document:
-    doc_id, domain_id, key, version, deleted, created, updated, data, applied = row
-    return Document(
-        id=doc_id,
-        domain_id=domain_id,
-        key=key,
-        version=version,
-        deleted=bool(deleted),
-        created_at=created,
-        updated_at=updated,
-        data=json.loads(data),
-        applied=tuple(AppliedMessage(**a) for a in json.loads(applied)),
-    )
-
-
-def _applied_json(previous: Iterable[dict[str, Any]], new: AppliedMessage | None) -> str:
-    applied = list(previous)
-    if new is not None:
-        applied.append({"message_id": new.message_id, "reply": new.reply})
-    return json.dumps(applied[-APPLIED_MEMORY:])
-
-
-def _field(name: str) -> str:
-    if not _FIELD.match(name):
-        raise ValueError(f"bad field name {name!r}")
-    return name
-
-
-def _where(query: Query) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    args: list[Any] = []
-    if query.domain_id is not None:
-        clauses.append("domain_id = ?")
-        args.append(query.domain_id)
-    if not query.include_deleted:
-        clauses.append("deleted = 0")
-    for name, value in query.equals.items():
-        clauses.append(f"json_extract(data, '$.{_field(name)}') = ?")
-        args.append(value)
-    for name, value in query.contains.items():
-        clauses.append(f"instr(json_extract(data, '$.{_field(name)}'), ?) > 0")
-        args.append(value)
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
 def _mapped(exc: BaseException) -> BaseException:
@@ -188,7 +108,7 @@ def _add_outbox(conn: sqlite3.Connection, table: str, change: Change) -> None:
 def _insert(conn: sqlite3.Connection, table: str, change: Change, now: float) -> None:
     doc = change.doc
     conn.execute(
-        f"INSERT INTO {table} ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO {table} ({q.COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             doc.id,
             doc.domain_id,
@@ -198,7 +118,7 @@ def _insert(conn: sqlite3.Connection, table: str, change: Change, now: float) ->
             doc.created_at or now,
             now,
             json.dumps(doc.data),
-            _applied_json([], change.applied),
+            q.applied_json([], change.applied),
         ],
     )
     _add_outbox(conn, table, change)
@@ -222,7 +142,7 @@ def _update(conn: sqlite3.Connection, table: str, change: Change, now: float) ->
             int(doc.deleted),
             now,
             json.dumps(doc.data),
-            _applied_json(json.loads(row[0]), change.applied),
+            q.applied_json(json.loads(row[0]), change.applied),
             doc.id,
         ],
     )
@@ -261,7 +181,7 @@ def _commit_group(conn: sqlite3.Connection, writes: list[Write]) -> list[BaseExc
 
 class SqliteStore:
     def __init__(self, url: str) -> None:
-        self.path = _path(url)
+        self.path = q.path_of(url)
         self._conn: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._tables: set[str] = set()
@@ -305,12 +225,12 @@ class SqliteStore:
         return self._conn
 
     async def _table(self, collection: str) -> str:
-        if not _NAME.match(collection) or collection.endswith("_outbox"):
+        if not q.NAME.match(collection) or collection.endswith("_outbox"):
             raise ValueError(f"bad collection name {collection!r}")
         if collection not in self._tables:
 
             def create() -> None:
-                for statement in _schema(collection):
+                for statement in q.schema(collection):
                     self.conn.execute(statement)
                 _migrate_outbox_column(self.conn, collection)
 
@@ -353,17 +273,17 @@ class SqliteStore:
 
     async def _one(self, sql: str, args: list[Any]) -> Document | None:
         row = await self._run(lambda: self.conn.execute(sql, args).fetchone())
-        return _row_to_doc(tuple(row)) if row else None
+        return q.row_to_doc(tuple(row)) if row else None
 
     @_traced("get")
     async def get(self, collection: str, doc_id: str) -> Document | None:
         table = await self._table(collection)
-        return await self._one(f"SELECT {COLUMNS} FROM {table} WHERE id = ?", [doc_id])
+        return await self._one(f"SELECT {q.COLUMNS} FROM {table} WHERE id = ?", [doc_id])
 
     @_traced("get_by_key")
     async def get_by_key(self, collection: str, key: str) -> Document | None:
         table = await self._table(collection)
-        return await self._one(f"SELECT {COLUMNS} FROM {table} WHERE key = ?", [key])
+        return await self._one(f"SELECT {q.COLUMNS} FROM {table} WHERE key = ?", [key])
 
     @_traced("get_many")
     async def get_many(self, collection: str, doc_ids: Collection[str]) -> dict[str, Document]:
@@ -372,9 +292,9 @@ class SqliteStore:
         if not ids:
             return {}
         # The ids as one JSON parameter: SQLite caps the parameters of a statement.
-        sql = f"SELECT {COLUMNS} FROM {table} WHERE id IN (SELECT value FROM json_each(?))"
+        sql = f"SELECT {q.COLUMNS} FROM {table} WHERE id IN (SELECT value FROM json_each(?))"
         rows = await self._run(lambda: self.conn.execute(sql, [json.dumps(ids)]).fetchall())
-        return {doc.id: doc for doc in (_row_to_doc(tuple(r)) for r in rows)}
+        return {doc.id: doc for doc in (q.row_to_doc(tuple(r)) for r in rows)}
 
     async def prepare(self, fields: Mapping[str, Collection[str]]) -> None:
         for collection, names in fields.items():
@@ -384,12 +304,8 @@ class SqliteStore:
         """An index on each field a query matches by equality, made the first time one does:
         without it every such query reads the whole table."""
         for name in names:
-            index = f"{table}_eq_{_field(name).replace('.', '_')}"
+            index, sql = q.field_index(table, name)
             if index not in self._indexes:
-                sql = (
-                    f"CREATE INDEX IF NOT EXISTS {index} "
-                    f"ON {table} (json_extract(data, '$.{name}'))"
-                )
                 await self._run(lambda sql=sql: self.conn.execute(sql))
                 self._indexes.add(index)
 
@@ -397,19 +313,19 @@ class SqliteStore:
     async def find(self, collection: str, query: Query) -> Page:
         table = await self._table(collection)
         await self._field_indexes(table, query.equals)
-        where, args = _where(query)
+        where, args = q.where(query)
 
         def read() -> tuple[int, list[Any]]:
             (total,) = self.conn.execute(f"SELECT count(*) FROM {table}{where}", args).fetchone()
             rows = self.conn.execute(
-                f"SELECT {COLUMNS} FROM {table}{where} "
+                f"SELECT {q.COLUMNS} FROM {table}{where} "
                 "ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
                 [*args, query.limit, query.offset],
             ).fetchall()
             return total, rows
 
         total, rows = await self._run(read)
-        return Page(items=[_row_to_doc(tuple(r)) for r in rows], total=total)
+        return Page(items=[q.row_to_doc(tuple(r)) for r in rows], total=total)
 
     @_traced("save")
     async def save(self, collection: str, change: Change) -> None:

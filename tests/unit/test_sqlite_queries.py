@@ -1,0 +1,61 @@
+"""The SQLite adapter's SQL, built without a database."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.store import sqlite_queries as q
+from shared.store.base import AppliedMessage, Query
+
+
+def test_a_query_becomes_a_where_with_its_arguments_in_order() -> None:
+    where, args = q.where(
+        Query(domain_id="d", equals={"state": "x", "a.b": 2}, contains={"name": "we"})
+    )
+    assert where == (
+        " WHERE domain_id = ? AND deleted = 0 AND json_extract(data, '$.state') = ? "
+        "AND json_extract(data, '$.a.b') = ? AND instr(json_extract(data, '$.name'), ?) > 0"
+    )
+    assert args == ["d", "x", 2, "we"]
+    assert q.where(Query(include_deleted=True)) == ("", [])
+
+
+@pytest.mark.parametrize("name", ["x') OR 1=1 --", "a b", "", "1abc", "x" * 200])
+def test_a_field_name_that_is_not_a_plain_path_is_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="bad field name"):
+        q.where(Query(equals={name: 1}))
+
+
+def test_an_index_per_field_matched_on() -> None:
+    index, sql = q.field_index("sources", "state")
+    assert index == "sources_eq_state"
+    assert sql == (
+        "CREATE INDEX IF NOT EXISTS sources_eq_state ON sources (json_extract(data, '$.state'))"
+    )
+
+
+def test_a_collection_has_its_table_its_order_index_and_its_outbox() -> None:
+    statements = " ".join(q.schema("sources"))
+    assert "CREATE TABLE IF NOT EXISTS sources (" in statements
+    assert "sources_by_domain ON sources (domain_id, deleted, created_at)" in statements
+    assert "CREATE TABLE IF NOT EXISTS sources_outbox" in statements
+
+
+def test_a_row_reads_back_as_the_document_and_keeps_the_last_applied_messages() -> None:
+    applied = q.applied_json([{"message_id": f"m{i}", "reply": {}} for i in range(70)], None)
+    row = (
+        "id1",
+        "d",
+        None,
+        3,
+        0,
+        1.0,
+        2.0,
+        '{"n": 1}',
+        q.applied_json([], AppliedMessage("m", {})),
+    )
+    doc = q.row_to_doc(row)
+    assert (doc.id, doc.version, doc.data, doc.deleted) == ("id1", 3, {"n": 1}, False)
+    assert doc.reply_to("m") == {}
+    assert len(q.row_to_doc((*row[:8], applied)).applied) == 64
+    assert q.path_of("sqlite:///var/x.db") == "var/x.db" and q.path_of("sqlite://") == ":memory:"
