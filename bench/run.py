@@ -474,164 +474,194 @@ async def mongodb_rows(
     ]
 
 
+@dataclass(frozen=True)
+class Ceilings:
+    bare: Result
+    publishing: Result  # FastAPI + one confirmed publish: what the ratios divide by
+    publish_rate: float
+    consume_rate: float
+
+    def describe(self) -> str:
+        return (
+            f"ceilings: bare {self.bare.rps:.0f} req/s; bare+publish {self.publishing.rps:.0f} "
+            f"req/s (p99 {self.publishing.p99_ms:.1f} ms); raw publish {self.publish_rate:.0f} "
+            f"msg/s; raw consume+ack {self.consume_rate:.0f} msg/s"
+        )
+
+
+async def ceilings(amqp_url: str, seconds: int, raw: int) -> Ceilings:
+    return Ceilings(
+        bare=ceiling_http("bare", amqp_url, seconds),
+        publishing=ceiling_http("publishing", amqp_url, seconds),
+        publish_rate=await raw_publish(amqp_url, raw, "bench.raw"),
+        consume_rate=await raw_consume(amqp_url, raw, "bench.raw"),
+    )
+
+
+async def register_rows(
+    system: System, amqp_url: str, ceiling: Result, seconds: int
+) -> tuple[list[str], Result]:
+    """Register at 64 connections, its tail at half rate, signed by the SDK, memory."""
+    url = system.gateway_url
+    bodies = register_bodies(5000, f"reg-{uuid.uuid4().hex[:4]}")
+    with CpuShare(groups(system)) as cpu:
+        register = wrk(url, "/v3/sources", bodies, token(), seconds=seconds)
+    await drained(amqp_url)
+    registry_after_first = rss_mb(system, "registry")
+    half = await at_half_rate(url, [("/v3/sources", b) for b in bodies], register.rps, seconds)
+    await drained(amqp_url)
+    fresh = register_bodies(5000, f"sig-{uuid.uuid4().hex[:4]}")  # not yet stored
+    signed = wrk(
+        url, "/v3/sources", signing.signed_requests(url, "/v3/sources", fresh), {}, seconds=seconds
+    )
+    await drained(amqp_url)
+    verify_us, floor_us = signing.verify_cost_us(bodies[0])
+    lines = [
+        row(
+            "register: req/s at 64 connections",
+            rate(register),
+            f"{ceiling.rps:.0f}",
+            register.rps / ceiling.rps,
+        ),
+        row(
+            "register: p50 / p99 at 64 connections (ms)",
+            f"{register.p50_ms:.1f} / {register.p99_ms:.1f}",
+            f"{ceiling.p50_ms:.1f} / {ceiling.p99_ms:.1f}",
+            None,
+        ),
+        row("register: CPU cores in use", cpu.describe(), "", None),
+        row(
+            f"register: p99 at half that rate, {half.rate:.0f} req/s, three runs (ms)",
+            half.describe(),
+            "target ≤ 25",
+            None,
+        ),
+        row(
+            "register signed by the SDK (access key): req/s, vs with a token",
+            rate(signed),
+            f"{register.rps:.0f}",
+            signed.rps / register.rps,
+        ),
+        row(
+            "RSS of the registry after a second register run, vs after the first (MB)",
+            f"{rss_mb(system, 'registry'):.0f}",
+            f"{registry_after_first:.0f}",
+            rss_mb(system, "registry") / registry_after_first,
+        ),
+        row(
+            "signature check of one register request (µs), vs bare SHA-256 + HMAC",
+            f"{verify_us:.0f}",
+            f"{floor_us:.0f}",
+            verify_us / floor_us,
+        ),
+    ]
+    return lines, register
+
+
+@dataclass(frozen=True)
+class ResultRun:
+    lines: list[str]
+    results: Result
+    half: Tail
+    servers: list[str]
+    task_ids: list[str]
+
+
+async def result_rows(
+    system: System, amqp_url: str, ceiling: Result, seconds: int, servers: int
+) -> ResultRun:
+    """Command results at 64 connections over `servers` started servers, and the tail."""
+    url = system.gateway_url
+    server_ids, task_ids = await started_servers(url, servers)
+    with CpuShare(groups(system)) as cpu:
+        results = wrk(url, "/", result_requests(server_ids), token(), seconds=seconds)
+    await drained(amqp_url)
+    half = await at_half_rate(url, result_requests(server_ids), results.rps, seconds)
+    lines = [
+        row(
+            "command results: req/s at 64 connections",
+            rate(results),
+            f"{ceiling.rps:.0f}",
+            results.rps / ceiling.rps,
+        ),
+        row(
+            "command results: p50 / p99 (ms)",
+            f"{results.p50_ms:.1f} / {results.p99_ms:.1f}",
+            "",
+            None,
+        ),
+        row("command results: CPU cores in use", cpu.describe(), "", None),
+        row(
+            f"command results: p99 at {half.rate:.0f} req/s, three runs (ms)",
+            half.describe(),
+            "target ≤ 25",
+            None,
+        ),
+    ]
+    return ResultRun(lines, results, half, server_ids, task_ids)
+
+
+async def consumer_rows(amqp_url: str, system: System, preload: int, ceiling: float) -> list[str]:
+    consumed = await consumer_throughput(amqp_url, system, preload)
+    return [
+        row(
+            f"registry consumer, {preload} preloaded registers: msg/s",
+            f"{consumed:.0f}",
+            f"{ceiling:.0f}",
+            consumed / ceiling,
+        )
+    ]
+
+
+async def sqlite_rows(
+    amqp_url: str, limits: Ceilings, quick: bool
+) -> tuple[list[str], dict[str, float]]:
+    """Every row measured on the embedded default system (SQLite), and the throughputs the
+    MongoDB rows compare with."""
+    seconds = 5 if quick else 15
+    with tempfile.TemporaryDirectory() as tmp:
+        system = start_system(amqp_url, Path(tmp), gateway_workers=2)
+        try:
+            lines, register = await register_rows(system, amqp_url, limits.publishing, seconds)
+            await drained(amqp_url)
+            run = await result_rows(
+                system, amqp_url, limits.publishing, seconds, 200 if quick else 1000
+            )
+            lines += run.lines
+            await drained(amqp_url)
+            lines += await progress_rows(
+                system.gateway_url,
+                amqp_url,
+                run.servers,
+                run.task_ids,
+                limits.publishing.rps,
+                run.half.rate,
+                seconds,
+            )
+            await drained(amqp_url)
+            lines += await consumer_rows(
+                amqp_url, system, 2_000 if quick else 50_000, limits.consume_rate
+            )
+            lines += await scripts(system, amqp_url, hosts=20 if quick else 200)
+            for name, mb in peak_rss_mb(system).items():
+                lines.append(row(f"peak RSS of {name} (MB)", f"{mb:.0f}", "", None))
+        finally:
+            system.stop_all()
+    return lines, {"register": register.rps, "results": run.results.rps}
+
+
 async def main(quick: bool) -> None:
     seconds = 5 if quick else 15
-    preload = 2_000 if quick else 50_000
-    raw = 10_000 if quick else 50_000
     broker.ensure_running()
     vhost = broker.create_vhost()
     amqp_url = broker.amqp_url(vhost)
     lines = ["| measure | Rehost | ceiling | ratio |", "|---|---|---|---|"]
     try:
-        bare = ceiling_http("bare", amqp_url, seconds)
-        publishing = ceiling_http("publishing", amqp_url, seconds)
-        publish_rate = await raw_publish(amqp_url, raw, "bench.raw")
-        consume_rate = await raw_consume(amqp_url, raw, "bench.raw")
-        print(
-            f"ceilings: bare {bare.rps:.0f} req/s; bare+publish {publishing.rps:.0f} req/s "
-            f"(p99 {publishing.p99_ms:.1f} ms); raw publish {publish_rate:.0f} msg/s; "
-            f"raw consume+ack {consume_rate:.0f} msg/s",
-            flush=True,
-        )
-
-        with tempfile.TemporaryDirectory() as tmp:
-            system = start_system(amqp_url, Path(tmp), gateway_workers=2)
-            try:
-                url = system.gateway_url
-                bodies = register_bodies(5000, f"reg-{uuid.uuid4().hex[:4]}")
-                with CpuShare(groups(system)) as register_cpu:
-                    register = wrk(url, "/v3/sources", bodies, token(), seconds=seconds)
-                await drained(amqp_url)
-                registry_after_first = rss_mb(system, "registry")
-                half = await at_half_rate(
-                    url, [("/v3/sources", b) for b in bodies], register.rps, seconds
-                )
-                lines.append(
-                    row(
-                        "register: req/s at 64 connections",
-                        rate(register),
-                        f"{publishing.rps:.0f}",
-                        register.rps / publishing.rps,
-                    )
-                )
-                lines.append(
-                    row(
-                        "register: p50 / p99 at 64 connections (ms)",
-                        f"{register.p50_ms:.1f} / {register.p99_ms:.1f}",
-                        f"{publishing.p50_ms:.1f} / {publishing.p99_ms:.1f}",
-                        None,
-                    )
-                )
-                lines.append(
-                    row(
-                        "register: CPU cores in use",
-                        register_cpu.describe(),
-                        "",
-                        None,
-                    )
-                )
-                lines.append(
-                    row(
-                        f"register: p99 at half that rate, {half.rate:.0f} req/s, three runs (ms)",
-                        half.describe(),
-                        "target ≤ 25",
-                        None,
-                    )
-                )
-                await drained(amqp_url)
-                fresh = register_bodies(5000, f"sig-{uuid.uuid4().hex[:4]}")  # not yet stored
-                requests = signing.signed_requests(url, "/v3/sources", fresh)
-                signed = wrk(url, "/v3/sources", requests, {}, seconds=seconds)
-                lines.append(
-                    row(
-                        "register signed by the SDK (access key): req/s, vs with a token",
-                        rate(signed),
-                        f"{register.rps:.0f}",
-                        signed.rps / register.rps,
-                    )
-                )
-                await drained(amqp_url)
-                lines.append(
-                    row(
-                        "RSS of the registry after a second register run, vs after the first (MB)",
-                        f"{rss_mb(system, 'registry'):.0f}",
-                        f"{registry_after_first:.0f}",
-                        rss_mb(system, "registry") / registry_after_first,
-                    )
-                )
-                verify_us, floor_us = signing.verify_cost_us(bodies[0])
-                lines.append(
-                    row(
-                        "signature check of one register request (µs), vs bare SHA-256 + HMAC",
-                        f"{verify_us:.0f}",
-                        f"{floor_us:.0f}",
-                        verify_us / floor_us,
-                    )
-                )
-
-                await drained(amqp_url)
-                servers, task_ids = await started_servers(url, 200 if quick else 1000)
-                with CpuShare(groups(system)) as results_cpu:
-                    results = wrk(url, "/", result_requests(servers), token(), seconds=seconds)
-                await drained(amqp_url)
-                half_results = await at_half_rate(
-                    url, result_requests(servers), results.rps, seconds
-                )
-                lines.append(
-                    row(
-                        "command results: req/s at 64 connections",
-                        rate(results),
-                        f"{publishing.rps:.0f}",
-                        results.rps / publishing.rps,
-                    )
-                )
-                lines.append(
-                    row(
-                        "command results: p50 / p99 (ms)",
-                        f"{results.p50_ms:.1f} / {results.p99_ms:.1f}",
-                        "",
-                        None,
-                    )
-                )
-                lines.append(
-                    row("command results: CPU cores in use", results_cpu.describe(), "", None)
-                )
-                lines.append(
-                    row(
-                        f"command results: p99 at {half_results.rate:.0f} req/s, three runs (ms)",
-                        half_results.describe(),
-                        "target ≤ 25",
-                        None,
-                    )
-                )
-
-                await drained(amqp_url)
-                lines += await progress_rows(
-                    url, amqp_url, servers, task_ids, publishing.rps, half_results.rate, seconds
-                )
-
-                await drained(amqp_url)
-                consumed = await consumer_throughput(amqp_url, system, preload)
-                lines.append(
-                    row(
-                        f"registry consumer, {preload} preloaded registers: msg/s",
-                        f"{consumed:.0f}",
-                        f"{consume_rate:.0f}",
-                        consumed / consume_rate,
-                    )
-                )
-                lines += await scripts(system, amqp_url, hosts=20 if quick else 200)
-                for name, mb in peak_rss_mb(system).items():
-                    lines.append(row(f"peak RSS of {name} (MB)", f"{mb:.0f}", "", None))
-            finally:
-                system.stop_all()
-        lines += await mongodb_rows(
-            amqp_url,
-            publishing.rps,
-            {"register": register.rps, "results": results.rps},
-            seconds,
-            quick,
-        )
+        limits = await ceilings(amqp_url, seconds, raw=10_000 if quick else 50_000)
+        print(limits.describe(), flush=True)
+        measured, sqlite = await sqlite_rows(amqp_url, limits, quick)
+        lines += measured
+        lines += await mongodb_rows(amqp_url, limits.publishing.rps, sqlite, seconds, quick)
         if quick:  # four more systems to start: the full run's part
             lines.append(
                 row("scaling over gateway workers and registry replicas", "`make bench`", "", None)
