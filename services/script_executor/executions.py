@@ -9,11 +9,21 @@ are online are passed in, so the rules run without a clock, a broker or a store.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from shared.contracts.scripts import AgentRun, ExecuteScript, RunFinished, RunParam
+from shared.contracts.scripts import (
+    AgentRun,
+    ExecuteScript,
+    ExecutionStatus,
+    HostStatus,
+    RunFinished,
+    RunParam,
+)
+
+from .stored import Batch, Execution, Host, Param
 
 HOST_STATUSES = ("READY", "PROCESSING", "SUCCESS", "FAILED", "TIMEOUT", "CANCELED", "SKIPPED")
 TERMINAL_HOST = frozenset({"SUCCESS", "FAILED", "TIMEOUT", "CANCELED", "SKIPPED"})
@@ -22,7 +32,7 @@ DONE = frozenset({"FINISHED", "CANCELED"})
 
 @dataclass
 class Outcome:
-    data: dict[str, Any]
+    data: Execution
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     runs: list[tuple[str, AgentRun]] = field(default_factory=list)  # (agent_sn, run)
     cancels: list[tuple[str, str]] = field(default_factory=list)  # (agent_sn, run_id)
@@ -52,7 +62,7 @@ def parse_run_id(value: str) -> tuple[str, int] | None:
     return (head, int(tail)) if head and tail.isdigit() else None
 
 
-def dispatched_to(data: dict[str, Any], value: str) -> str | None:
+def dispatched_to(data: Execution, value: str) -> str | None:
     """The agent a run was sent to, or None when no host of the execution has that run."""
     host = _host_by_run(data, value)
     return None if host is None else str(host["agent_sn"])
@@ -63,17 +73,26 @@ def new_execution(
     script: dict[str, Any],
     request: ExecuteScript,
     now: float,
-    params: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
+    params: list[Param] | None = None,
+) -> Execution:
     """`params`: the request's parameters as bound to the script's declarations
     (`scripts.bind_params`); by default, as the request gives them."""
     instance = 0
-    batches = []
+    batches: list[Batch] = []
     for batch in sorted(request.execute_batches, key=lambda b: b.batch_index):
-        hosts = []
+        hosts: list[Host] = []
         for target in batch.target_instances:
             instance += 1
-            hosts.append({"instance_id": instance, **target.model_dump(), "status": "READY"})
+            hosts.append(
+                Host(
+                    instance_id=instance,
+                    resource_id=target.resource_id,
+                    agent_sn=target.agent_sn,
+                    project_id=target.project_id,
+                    region_id=target.region_id,
+                    status="READY",
+                )
+            )
         batches.append(
             {
                 "batch_index": batch.batch_index,
@@ -94,7 +113,7 @@ def new_execution(
         "execute_user": param.execute_user,
         "script_params": params
         if params is not None
-        else [p.model_dump() for p in param.script_params],
+        else [cast(Param, p.model_dump()) for p in param.script_params],
         "status": "PROCESSING",
         "pause_requested": False,
         "batches": batches,
@@ -103,18 +122,18 @@ def new_execution(
     }
 
 
-def start(data: dict[str, Any], ctx: Context) -> Outcome:
+def start(data: Execution, ctx: Context) -> Outcome:
     outcome = Outcome(copy.deepcopy(data))
     outcome.events.append(("script.execution.started", _summary(outcome.data)))
     _advance(outcome, ctx)
     return outcome
 
 
-def host_finished(data: dict[str, Any], result: RunFinished, ctx: Context) -> Outcome:
+def host_finished(data: Execution, result: RunFinished, ctx: Context) -> Outcome:
     return hosts_finished(data, [result], ctx)
 
 
-def hosts_finished(data: dict[str, Any], results: list[RunFinished], ctx: Context) -> Outcome:
+def hosts_finished(data: Execution, results: list[RunFinished], ctx: Context) -> Outcome:
     """Reports applied in order, as one change: the same outcome as one after another."""
     outcome = Outcome(copy.deepcopy(data))
     for result in results:
@@ -127,7 +146,7 @@ def hosts_finished(data: dict[str, Any], results: list[RunFinished], ctx: Contex
     return outcome
 
 
-def expire(data: dict[str, Any], ctx: Context) -> Outcome:
+def expire(data: Execution, ctx: Context) -> Outcome:
     """Hosts whose agent did not answer within timeout plus grace become TIMEOUT."""
     outcome = Outcome(copy.deepcopy(data))
     for host in _hosts(outcome.data):
@@ -138,7 +157,7 @@ def expire(data: dict[str, Any], ctx: Context) -> Outcome:
 
 
 def operate(
-    data: dict[str, Any],
+    data: Execution,
     operation: str,
     ctx: Context,
     batch_index: int | None = None,
@@ -177,9 +196,14 @@ def operate(
     return outcome
 
 
-def statistics(data: dict[str, Any]) -> dict[str, int]:
+def statistics(data: Execution) -> dict[str, int]:
+    return host_statistics(_hosts(data))
+
+
+def host_statistics(hosts: Iterable[Host]) -> dict[str, int]:
+    """How many hosts have each status (lower-case names), and the total."""
     counts = dict.fromkeys(HOST_STATUSES, 0)
-    for host in _hosts(data):
+    for host in hosts:
         counts[host["status"]] += 1
     return {"total": sum(counts.values()), **{k.lower(): v for k, v in counts.items()}}
 
@@ -187,15 +211,15 @@ def statistics(data: dict[str, Any]) -> dict[str, int]:
 # -- the rules behind them ---------------------------------------------------------
 
 
-def _hosts(data: dict[str, Any]) -> list[dict[str, Any]]:
+def _hosts(data: Execution) -> list[Host]:
     return [h for b in data["batches"] for h in b["hosts"]]
 
 
-def _host_by_run(data: dict[str, Any], value: str) -> dict[str, Any] | None:
+def _host_by_run(data: Execution, value: str) -> Host | None:
     return next((h for h in _hosts(data) if h.get("run_id") == value), None)
 
 
-def _summary(data: dict[str, Any]) -> dict[str, Any]:
+def _summary(data: Execution) -> dict[str, Any]:
     return {
         "execute_uuid": data["execute_uuid"],
         "script_uuid": data["script_uuid"],
@@ -206,13 +230,14 @@ def _summary(data: dict[str, Any]) -> dict[str, Any]:
 
 def _finish_host(
     outcome: Outcome,
-    host: dict[str, Any],
-    status: str,
+    host: Host,
+    status: HostStatus,
     ctx: Context,
     exit_code: int | None,
     error: str | None,
 ) -> None:
-    host.update(status=status, exit_code=exit_code, error=error, finished_at=ctx.now)
+    host["status"], host["exit_code"], host["error"] = status, exit_code, error
+    host["finished_at"] = ctx.now
     outcome.events.append(
         (
             "script.host.finished",
@@ -228,7 +253,7 @@ def _finish_host(
     )
 
 
-def _cancel_host(outcome: Outcome, host: dict[str, Any], ctx: Context) -> None:
+def _cancel_host(outcome: Outcome, host: Host, ctx: Context) -> None:
     if host["status"] == "PROCESSING":
         outcome.cancels.append((host["agent_sn"], host["run_id"]))
     _finish_host(outcome, host, "CANCELED", ctx, None, "canceled by an operator")
@@ -247,7 +272,7 @@ def _skip_batch(outcome: Outcome, batch_index: int | None) -> None:
         host["status"] = "SKIPPED"
 
 
-def _current(data: dict[str, Any]) -> dict[str, Any] | None:
+def _current(data: Execution) -> Batch | None:
     return next((b for b in data["batches"] if b["status"] == "PROCESSING"), None)
 
 
@@ -260,7 +285,7 @@ def _after_host(outcome: Outcome, ctx: Context) -> None:
     _advance(outcome, ctx)
 
 
-def _close_batch(outcome: Outcome, batch: dict[str, Any], ctx: Context) -> None:
+def _close_batch(outcome: Outcome, batch: Batch, ctx: Context) -> None:
     batch["status"] = "FINISHED"
     succeeded = sum(1 for h in batch["hosts"] if h["status"] == "SUCCESS")
     rate = Decimal(succeeded * 100) / Decimal(len(batch["hosts"]))
@@ -299,7 +324,7 @@ def _advance(outcome: Outcome, ctx: Context) -> None:
             _close_batch(outcome, upcoming, ctx)
 
 
-def _dispatch(outcome: Outcome, batch: dict[str, Any], ctx: Context) -> None:
+def _dispatch(outcome: Outcome, batch: Batch, ctx: Context) -> None:
     data = outcome.data
     batch["status"] = "PROCESSING"
     params = [
@@ -312,12 +337,10 @@ def _dispatch(outcome: Outcome, batch: dict[str, Any], ctx: Context) -> None:
         if host["agent_sn"] not in ctx.online:
             _finish_host(outcome, host, "FAILED", ctx, None, "the host's agent is offline")
             continue
-        host.update(
-            status="PROCESSING",
-            run_id=run_id(data["execute_uuid"], host["instance_id"]),
-            started_at=ctx.now,
-            deadline=ctx.now + data["timeout"] + ctx.grace,
-        )
+        host["status"] = "PROCESSING"
+        host["run_id"] = run_id(data["execute_uuid"], host["instance_id"])
+        host["started_at"] = ctx.now
+        host["deadline"] = ctx.now + data["timeout"] + ctx.grace
         run = AgentRun(
             kind="script",
             run_id=host["run_id"],
@@ -330,7 +353,7 @@ def _dispatch(outcome: Outcome, batch: dict[str, Any], ctx: Context) -> None:
         outcome.runs.append((host["agent_sn"], run))
 
 
-def _end(outcome: Outcome, status: str, ctx: Context) -> None:
+def _end(outcome: Outcome, status: ExecutionStatus, ctx: Context) -> None:
     outcome.data["status"] = status
     outcome.data["finished_at"] = ctx.now
     outcome.events.append(("script.execution.finished", _summary(outcome.data)))

@@ -43,6 +43,7 @@ from . import agents, executions, scripts, views, vm_commands
 from .agents import AGENTS_COLLECTION as AGENTS
 from .agents import AgentRefused, Claim, Liveness
 from .executions import Context, Outcome
+from .stored import Execution, execution_of, run_of, stored
 from .views import batch_detail, batch_summaries, order_summary
 
 EXECUTIONS = "executions"
@@ -80,7 +81,7 @@ def decision_of(doc: Document, outcome: Outcome, reply: Reply, grace: float) -> 
     )
     return Decision(
         reply=reply,
-        doc=doc.evolve(data=outcome.data),
+        doc=doc.evolve(data=stored(outcome.data)),
         events=tuple(NewEvent(kind, data) for kind, data in outcome.events),
         commands=runs + cancels,
     )
@@ -166,7 +167,7 @@ class ScriptExecutorHandlers:
 
     # -- executions -----------------------------------------------------------------
 
-    async def _context(self, data: dict[str, Any] | None, domain_id: str) -> Context:
+    async def _context(self, data: Execution | None, domain_id: str) -> Context:
         """Which of the execution's waiting hosts have a live agent of this domain."""
         waiting = set()
         if data is not None:
@@ -216,13 +217,13 @@ class ScriptExecutorHandlers:
         doc = await self.store.get(EXECUTIONS, execute_uuid)
         return doc if doc is not None and doc.domain_id == domain_id else None
 
-    async def _read_order(self, incoming: Incoming, view: Callable[[dict[str, Any]], Any]) -> Reply:
+    async def _read_order(self, incoming: Incoming, view: Callable[[Execution], Any]) -> Reply:
         """`{"data": view(execution)}`, or 404 when the caller's domain has no such execution."""
         ref = OrderRef.model_validate_json(incoming.body)
         doc = await self._execution(ref.execute_uuid, tenant(incoming))
         if doc is None:
             return execution_not_found(ref.execute_uuid)
-        return Reply(status=200, body={"data": view(doc.data)})
+        return Reply(status=200, body={"data": view(execution_of(doc))})
 
     @query
     async def get_order(self, incoming: Incoming) -> Reply:
@@ -236,7 +237,8 @@ class ScriptExecutorHandlers:
         found = await find_all(
             self.store, EXECUTIONS, Query(domain_id=tenant(incoming), equals=equals)
         )
-        matching = [d.data for d in found if views.order_matches(d.data, query)]
+        executions_found = [execution_of(d) for d in found]
+        matching = [data for data in executions_found if views.order_matches(data, query)]
         page = matching[query.offset :][: query.limit]
         body = {"data": [order_summary(data) for data in page], "total": len(matching)}
         return Reply(status=200, body={"data": body})
@@ -251,15 +253,16 @@ class ScriptExecutorHandlers:
         doc = await self._execution(ref.execute_uuid, tenant(incoming))
         if doc is None:
             return execution_not_found(ref.execute_uuid)
-        batch = next((b for b in doc.data["batches"] if b["batch_index"] == ref.batch_index), None)
+        batches = execution_of(doc)["batches"]
+        batch = next((b for b in batches if b["batch_index"] == ref.batch_index), None)
         if batch is None:
             return refusal(CocCode.BATCH_NOT_FOUND, f"There is no batch {ref.batch_index}.")
         outputs = {}
         for host in batch["hosts"]:
-            if host.get("run_id"):
-                output = await self.store.get(OUTPUTS, host["run_id"])
+            if run := host.get("run_id"):
+                output = await self.store.get(OUTPUTS, run)
                 if output is not None:
-                    outputs[host["run_id"]] = output.data
+                    outputs[run] = output.data
         detail = batch_detail(batch, outputs, status=ref.status, marker=ref.marker, limit=ref.limit)
         return Reply(status=200, body={"data": detail})
 
@@ -278,13 +281,13 @@ class ScriptExecutorHandlers:
         async def load() -> Document | None:
             return await self._execution(command.execute_uuid, domain_id)
 
-        ctx = await self._context(doc.data, domain_id)
+        ctx = await self._context(execution_of(doc), domain_id)
 
         def decide(current: Document | None) -> Decision:
             assert current is not None
             try:
                 outcome = executions.operate(
-                    current.data,
+                    execution_of(current),
                     command.operation_type,
                     ctx.at(time.time()),
                     batch_index=command.batch_index,
@@ -354,14 +357,14 @@ class ScriptExecutorHandlers:
         self, execute_uuid: str, reports: list[Report]
     ) -> Sequence[BaseException | None]:
         """One load, one liveness read and one change for all `reports` that their agents
-        may make; their outputs are kept beside it, in the same group commit."""
+        may make; their outputs are stored before it."""
         doc = await self.store.get(EXECUTIONS, execute_uuid)
         refusals = [_refusal(doc, report) for report in reports]
         ours = [r for r, refusal in zip(reports, refusals, strict=True) if refusal is None]
         if doc is None or not ours:
             return refusals
         # Hosts only ever leave READY, so liveness read for `doc` covers any later state.
-        ctx = await self._context(doc.data, doc.domain_id)
+        ctx = await self._context(execution_of(doc), doc.domain_id)
         loaded = [doc]
 
         async def load() -> Document | None:
@@ -370,18 +373,19 @@ class ScriptExecutorHandlers:
         def decide(current: Document | None) -> Decision:
             assert current is not None
             results = [r.result for r in ours]
-            outcome = executions.hosts_finished(current.data, results, ctx.at(time.time()))
-            if outcome.data == current.data:  # all late or repeated: nothing to store
+            data = execution_of(current)
+            outcome = executions.hosts_finished(data, results, ctx.at(time.time()))
+            if outcome.data == data:  # all late or repeated: nothing to store
                 return Decision(reply=Reply(status=200, body={}))
             return decision_of(current, outcome, Reply(status=200, body={}), ctx.grace)
 
         # Named by all the reports it holds: one of them seen before (a redelivery) must
         # not make the duplicate guard skip the others.
         fold_id = derived_id(",".join(sorted(r.message_id for r in ours)), "reports")
-        await asyncio.gather(
-            *(self._keep_output(doc, r) for r in ours),
-            apply(self.store, EXECUTIONS, fold_id, load, decide),
-        )
+        # Outputs first: a host reads finished only once its output can be read (on MongoDB
+        # the two are separate writes; seen failing when the execution's came first).
+        await asyncio.gather(*(self._keep_output(doc, r) for r in ours))
+        await apply(self.store, EXECUTIONS, fold_id, load, decide)
         return refusals
 
     async def _keep_output(self, doc: Document, report: Report) -> None:
@@ -413,21 +417,21 @@ class ScriptExecutorHandlers:
         for doc in await find_all(self.store, EXECUTIONS, processing):
             overdue = any(
                 h["status"] == "PROCESSING" and h.get("deadline", now) < now
-                for b in doc.data["batches"]
+                for b in execution_of(doc)["batches"]
                 for h in b["hosts"]
             )
             if overdue:
                 await self._expire(doc)
         for doc in await find_all(self.store, vm_commands.COLLECTION, processing):
-            if doc.data["deadline"] < now:
+            if run_of(doc)["deadline"] < now:
                 await self._vm_expired(doc.id)
 
     async def _expire(self, doc: Document) -> None:
-        ctx = await self._context(doc.data, doc.domain_id)
+        ctx = await self._context(execution_of(doc), doc.domain_id)
 
         def decide(current: Document | None) -> Decision:
             assert current is not None
-            outcome = executions.expire(current.data, ctx.at(time.time()))
+            outcome = executions.expire(execution_of(current), ctx.at(time.time()))
             return decision_of(current, outcome, Reply(status=200, body={}), ctx.grace)
 
         await apply(
@@ -468,8 +472,8 @@ class ScriptExecutorHandlers:
         )
         # A redelivered request whose run has finished meanwhile is answered now.
         run = await self.store.get(vm_commands.COLLECTION, run_id)
-        if run is not None and run.data["status"] != "PROCESSING":
-            return vm_commands.answer(run.data)
+        if run is not None and run_of(run)["status"] != "PROCESSING":
+            return vm_commands.answer(run_of(run))
         return None
 
     async def _vm_finished(self, message_id: str, result: RunFinished, agent_sn: str) -> None:
@@ -495,11 +499,11 @@ class ScriptExecutorHandlers:
         await apply(
             self.store, collection, message_id, lambda: self.store.get(collection, run_id), deciding
         )
-        for run in changed:
-            reply = vm_commands.answer(run.data)
+        for doc in changed:
+            run = run_of(doc)
             with contextlib.suppress(Unavailable):  # the caller then gets its 503
                 await self.requester.bus.answer(
-                    run.data.get("reply_to"), run.data.get("correlation_id"), reply
+                    run["reply_to"], run["correlation_id"], vm_commands.answer(run)
                 )
 
 
@@ -507,7 +511,7 @@ def _refusal(doc: Document | None, report: Report) -> AgentRefused | None:
     """Why an agent's report may not touch the execution: a run is reported on only by the
     agent it was dispatched to, of the execution's own tenant."""
     run_id = report.result.run_id
-    sent_to = None if doc is None else executions.dispatched_to(doc.data, run_id)
+    sent_to = None if doc is None else executions.dispatched_to(execution_of(doc), run_id)
     if doc is None or sent_to != report.agent_sn or doc.domain_id != report.domain_id:
         return agents.refused(
             "not_dispatched",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,6 +11,8 @@ from shared.contracts.scripts import ScriptBody, ScriptExecuteInputParam
 from shared.envelope import Reply
 from shared.errors import ApiError, CocCode
 from shared.store import Document
+
+from .stored import Param
 
 COLLECTION = "scripts"
 
@@ -27,11 +30,11 @@ def view(doc: Document) -> dict[str, Any]:
     return {**doc.data, "script_params": params, "script_uuid": doc.id, "version": doc.version}
 
 
-def masked(param: dict[str, Any]) -> dict[str, Any]:
-    return {**param, "param_value": MASK} if param.get("sensitive") else param
+def masked(param: Mapping[str, Any]) -> dict[str, Any]:
+    return {**param, "param_value": MASK} if param.get("sensitive") else dict(param)
 
 
-def bind_params(script: Document, given: list[ScriptExecuteInputParam]) -> list[dict[str, Any]]:
+def bind_params(script: Document, given: list[ScriptExecuteInputParam]) -> list[Param]:
     """The execution's parameters: only names the script declares, each keeping whether
     it is sensitive. Raises ApiError (400) naming the first undeclared one."""
     declared = {p["param_name"]: p for p in script.data.get("script_params", [])}
@@ -44,7 +47,14 @@ def bind_params(script: Document, given: list[ScriptExecuteInputParam]) -> list[
                 f"of script {script.id}.",
             )
         sensitive = bool(declared[param.param_name].get("sensitive"))
-        bound.append({**param.model_dump(), "sensitive": sensitive})
+        bound.append(
+            Param(
+                param_name=param.param_name,
+                param_value=param.param_value,
+                param_order=param.param_order,
+                sensitive=sensitive,
+            )
+        )
     return bound
 
 

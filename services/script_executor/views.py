@@ -15,8 +15,9 @@ from typing import Any
 
 from shared.contracts.scripts import OrderQuery
 
-from .executions import statistics
+from .executions import host_statistics, statistics
 from .scripts import masked
+from .stored import Batch, Execution
 
 
 def _ms(stamp: float | None) -> int | None:
@@ -40,7 +41,7 @@ def _seconds(started: float | None, finished: float | None) -> int | None:
     return None if started is None or finished is None else round(finished - started)
 
 
-def order_status(data: dict[str, Any]) -> str:
+def order_status(data: Execution) -> str:
     """PROCESSING, PAUSED, CANCELED, FINISHED, or ABNORMAL: finished with a host that
     failed or timed out."""
     status = str(data["status"])
@@ -48,7 +49,7 @@ def order_status(data: dict[str, Any]) -> str:
     return "ABNORMAL" if status == "FINISHED" and failed else status
 
 
-def current_batch(data: dict[str, Any]) -> int | None:
+def current_batch(data: Execution) -> int | None:
     """The batch running, or, while paused, the last one that ran (the one it paused after)."""
     running = [b["batch_index"] for b in data["batches"] if b["status"] == "PROCESSING"]
     if running:
@@ -59,7 +60,7 @@ def current_batch(data: dict[str, Any]) -> int | None:
     return None
 
 
-def order_summary(data: dict[str, Any]) -> dict[str, Any]:
+def order_summary(data: Execution) -> dict[str, Any]:
     current = current_batch(data)
     return {
         "execute_uuid": data["execute_uuid"],
@@ -87,7 +88,7 @@ def order_summary(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def batch_summaries(data: dict[str, Any]) -> list[dict[str, Any]]:
+def batch_summaries(data: Execution) -> list[dict[str, Any]]:
     return [
         {
             "batch_index": b["batch_index"],
@@ -95,19 +96,19 @@ def batch_summaries(data: dict[str, Any]) -> list[dict[str, Any]]:
             "rotation_strategy": b["rotation_strategy"],
             "status": b["status"],
             "success_rate": b.get("success_rate"),
-            "statistics": statistics({"batches": [b]}),
+            "statistics": host_statistics(b["hosts"]),
         }
         for b in data["batches"]
     ]
 
 
-def order_id(data: dict[str, Any]) -> int:
+def order_id(data: Execution) -> int:
     """The execution's number in the order list (its creation in microseconds): newest
     first, and `marker` pages on it."""
     return int(data["created_at"] * 1_000_000)
 
 
-def order_matches(data: dict[str, Any], query: OrderQuery) -> bool:
+def order_matches(data: Execution, query: OrderQuery) -> bool:
     created = _ms(data["created_at"]) or 0
     return (
         (query.status is None or order_status(data) == query.status)
@@ -118,7 +119,7 @@ def order_matches(data: dict[str, Any], query: OrderQuery) -> bool:
     )
 
 
-def order_statistics(data: dict[str, Any]) -> dict[str, Any]:
+def order_statistics(data: Execution) -> dict[str, Any]:
     """`JobScriptOrderStatisticsModel`: hosts by the page's status, with their batches;
     Rehost adds `statistics`, the count of each finer status."""
     by_status: dict[str, tuple[int, list[int]]] = {}
@@ -141,7 +142,7 @@ def order_statistics(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def batch_detail(
-    batch: dict[str, Any],
+    batch: Batch,
     outputs: dict[str, dict[str, Any]],
     *,
     status: str | None = None,

@@ -10,7 +10,6 @@ redelivered request finds the run it already dispatched instead of running it tw
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from shared.aggregates import Decision, NewCommand, NewEvent, refusal
 from shared.contracts.scripts import AgentRun, RunFinished
@@ -26,6 +25,7 @@ from shared.store import Document
 from shared.topology import agent_queue
 
 from .agents import refused
+from .stored import VmRun, run_of, stored
 
 PREFIX = "zs-"
 COLLECTION = "vmruns"
@@ -35,7 +35,7 @@ def stream(stdout: str, stderr: str) -> str:
     return f"standardStream: {stdout}, errorStream: {stderr}"
 
 
-def answer(data: dict[str, Any]) -> Reply:
+def answer(data: VmRun) -> Reply:
     """The ZStack reply for a finished (or expired) run."""
     vm = VmInstanceRef(uuid=data["vm_uuid"], name=data.get("vm_name"))
     status = data["status"]
@@ -80,22 +80,22 @@ def dispatch(
         return Decision(reply=Reply(status=200))
     params = command.params
     timeout = params.commandTimeout or DEFAULT_COMMAND_TIMEOUT
-    data = {
-        "run_id": run_id,
-        "agent_sn": agent.id,
-        "vm_uuid": params.vmInstanceUuid,
-        "vm_name": agent.data.get("vm_name"),
-        "timeout": timeout,
-        "deadline": now + timeout + grace,
-        "status": "PROCESSING",
-        "reply_to": caller.reply_to,
-        "correlation_id": caller.correlation_id,
-    }
+    data = VmRun(
+        run_id=run_id,
+        agent_sn=agent.id,
+        vm_uuid=params.vmInstanceUuid,
+        vm_name=agent.data.get("vm_name"),
+        timeout=timeout,
+        deadline=now + timeout + grace,
+        status="PROCESSING",
+        reply_to=caller.reply_to,
+        correlation_id=caller.correlation_id,
+    )
     run = AgentRun(kind="command", run_id=run_id, content=params.command, timeout=timeout)
     started = {"run_id": run_id, "vm_uuid": params.vmInstanceUuid}
     return Decision(
         reply=Reply(status=200),
-        doc=Document(id=run_id, domain_id=agent.domain_id, data=data, created_at=now),
+        doc=Document(id=run_id, domain_id=agent.domain_id, data=stored(data), created_at=now),
         events=(NewEvent("zstack.vm.command_started", started),),
         commands=(
             NewCommand(
@@ -124,25 +124,25 @@ def why_not_sent(command: VmCommand, agent: Document | None, online: bool) -> Re
 
 def finish(current: Document | None, result: RunFinished, agent_sn: str) -> Decision:
     """The agent's report on a run it was sent; late or repeated reports change nothing."""
-    if current is None or current.data["agent_sn"] != agent_sn:
+    if current is None or run_of(current)["agent_sn"] != agent_sn:
         raise refused("not_dispatched", f"run {result.run_id} was not sent to agent {agent_sn!r}")
-    if current.data["status"] != "PROCESSING":
+    run = run_of(current)
+    if run["status"] != "PROCESSING":
         return Decision(reply=Reply(status=200))
-    data = {
-        **current.data,
-        **result.model_dump(include={"status", "exit_code", "stdout", "stderr", "error"}),
-    }
+    data = VmRun(**run)
+    data["status"], data["exit_code"], data["error"] = result.status, result.exit_code, result.error
+    data["stdout"], data["stderr"] = result.stdout, result.stderr
     finished = {"run_id": result.run_id, "status": result.status}
     return Decision(
         reply=Reply(status=200),
-        doc=current.evolve(data=data),
+        doc=current.evolve(data=stored(data)),
         events=(NewEvent("zstack.vm.command_finished", finished),),
     )
 
 
 def expire(current: Document | None) -> Decision:
-    if current is None or current.data["status"] != "PROCESSING":
+    if current is None or run_of(current)["status"] != "PROCESSING":
         return Decision(reply=Reply(status=200))
-    return Decision(
-        reply=Reply(status=200), doc=current.evolve(data={**current.data, "status": "TIMEOUT"})
-    )
+    timed_out = VmRun(**run_of(current))
+    timed_out["status"] = "TIMEOUT"
+    return Decision(reply=Reply(status=200), doc=current.evolve(data=stored(timed_out)))

@@ -32,6 +32,7 @@ from shared.failpoints import failpoint
 from shared.store import Document, Query, Store
 
 from . import locks, tasks
+from .stored import task_of
 
 
 class TaskLockHandlers:
@@ -94,7 +95,7 @@ class TaskLockHandlers:
             return tasks.not_found(command.task_id).reply
         if (prior := task.reply_to(incoming.message_id)) is not None:
             return Reply.model_validate(prior)  # redelivered once applied: the same answer
-        step = tasks.plan(command.operation, task.data["state"])
+        step = tasks.plan(command.operation, task_of(task)["state"])
         if isinstance(step, tasks.ActionRefused):
             return tasks.refused_action(step, task.id).reply
         lock = await self._lock_for(task, step, incoming.message_id)
@@ -114,7 +115,7 @@ class TaskLockHandlers:
         self, task: Document, step: tasks.ActionStep, message_id: str
     ) -> LockView | Reply:
         """(1) Takes the target's lock for a start, or checks the task still holds it."""
-        vm_id = task.data["target_server"]["vm_id"]
+        vm_id = task_of(task)["target_server"]["vm_id"]
         lock_key = locks.lock_id(task.domain_id, vm_id)
         if not step.acquires_lock:
             lock_doc = await self.store.get(locks.COLLECTION, lock_key)
@@ -137,7 +138,7 @@ class TaskLockHandlers:
     async def _move_source(self, task: Document, operation: str, incoming: Incoming) -> Reply:
         """(2) The registry, the source server's one writer, applies the action to it."""
         transition = TransitionRequest(
-            server_id=task.data["source_server_id"],
+            server_id=task_of(task)["source_server_id"],
             cause=ActionCause(operation=operation, task_id=task.id),
         )
         return await self._registry(
@@ -160,7 +161,7 @@ class TaskLockHandlers:
             lambda: self._task(task.id, task.domain_id),
             lambda current: (
                 tasks.apply_action(current, operation, step, lock, utcnow())
-                if current is not None and current.data["state"] == task.data["state"]
+                if current is not None and task_of(current)["state"] == task_of(task)["state"]
                 else reject(
                     SmsCode.TASK_STATE_CONFLICT, f"Migration task {task.id} changed meanwhile."
                 )
@@ -168,7 +169,7 @@ class TaskLockHandlers:
         )
 
     async def _release(self, task: Document, reason: UnlockReason, message_id: str) -> Reply:
-        vm_id = task.data["target_server"]["vm_id"]
+        vm_id = task_of(task)["target_server"]["vm_id"]
         key = locks.lock_id(task.domain_id, vm_id)
         return await apply(
             self.store,
@@ -202,7 +203,7 @@ class TaskLockHandlers:
             if doc is not None and doc.reply_to(derived_id(incoming.message_id, task_id)):
                 continue  # deleted by this very message, before a redelivery
             task = visible(doc, domain_id)
-            if task is None or not tasks.may_delete(task.data["state"]):
+            if task is None or not tasks.may_delete(task_of(task)["state"]):
                 return tasks.delete(task, task_id, domain_id).reply
         for task_id in ids:
             reply = await self._delete(derived_id(incoming.message_id, task_id), task_id, domain_id)
@@ -217,10 +218,10 @@ class TaskLockHandlers:
             if prior is not None and (reply := prior.reply_to(message_id)) is not None:
                 return Reply.model_validate(reply)
             return tasks.not_found(task_id).reply
-        if not tasks.may_delete(task.data["state"]):
+        if not tasks.may_delete(task_of(task)["state"]):
             return tasks.delete(task, task.id, domain_id).reply
         await self._release(task, "task_deleted", derived_id(message_id, "unlock"))
-        claim = TaskClaim(server_id=task.data["source_server_id"], task_id=task.id)
+        claim = TaskClaim(server_id=task_of(task)["source_server_id"], task_id=task.id)
         await self.requester.request(
             "sms.source.release",
             claim.model_dump_json().encode(),
@@ -287,7 +288,7 @@ class TaskLockHandlers:
             Query(domain_id=event.domain_id, equals={"source_server_id": server_id}, limit=100),
         )
         for task in page.items:
-            if tasks.follow_source(to, task.data["state"]) is not None:
+            if tasks.follow_source(to, task_of(task)["state"]) is not None:
                 await self._follow(task, to, incoming.message_id)
 
     async def _follow(self, task: Document, source_state: str, message_id: str) -> None:
@@ -295,7 +296,7 @@ class TaskLockHandlers:
             step = (
                 None
                 if current is None
-                else tasks.follow_source(source_state, current.data["state"])
+                else tasks.follow_source(source_state, task_of(current)["state"])
             )
             if current is None or step is None:
                 return Decision(reply=Reply(status=200, body={}))
@@ -308,6 +309,6 @@ class TaskLockHandlers:
             lambda: self._task(task.id, task.domain_id),
             decide,
         )
-        step = tasks.follow_source(source_state, task.data["state"])
+        step = tasks.follow_source(source_state, task_of(task)["state"])
         if step is not None and step.releases is not None:
             await self._release(task, step.releases, derived_id(message_id, task.id))

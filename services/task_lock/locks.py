@@ -14,6 +14,8 @@ from shared.errors import SmsCode
 from shared.keys import scoped
 from shared.store import Document
 
+from .stored import Lock, lock_of, stored
+
 COLLECTION = "locks"
 
 
@@ -26,14 +28,14 @@ def view(doc: Document | None, vm_id: str) -> LockView:
         return LockView(vm_id=vm_id, held=False, fencing_token=0)
     return LockView(
         vm_id=vm_id,
-        held=doc.data.get("holder") is not None,
-        fencing_token=doc.data.get("fencing_token", 0),
-        locked_at=doc.data.get("locked_at"),
+        held=lock_of(doc)["holder"] is not None,
+        fencing_token=lock_of(doc)["fencing_token"],
+        locked_at=lock_of(doc).get("locked_at"),
     )
 
 
 def holder(doc: Document | None) -> str | None:
-    return None if doc is None else doc.data.get("holder")
+    return None if doc is None else lock_of(doc)["holder"]
 
 
 def fenced(task_id: str, vm_id: str) -> Decision:
@@ -56,15 +58,12 @@ def acquire(
             f"Target server {vm_id} is locked by migration task {other}.",
             [other],
         )
-    token = (current.data.get("fencing_token", 0) if current else 0) + 1
-    data = {
-        "vm_id": vm_id,
-        "holder": task_id,
-        "fencing_token": token,
-        "locked_at": now.astimezone(UTC).isoformat(),
-    }
+    token = (lock_of(current)["fencing_token"] if current else 0) + 1
+    data = Lock(
+        vm_id=vm_id, holder=task_id, fencing_token=token, locked_at=now.astimezone(UTC).isoformat()
+    )
     base = current or Document(id=lock_id(domain_id, vm_id), domain_id=domain_id, data={})
-    doc = base.evolve(data=data)
+    doc = base.evolve(data=stored(data))
     locked = TargetLocked(task_id=task_id, vm_id=vm_id, fencing_token=token)
     return Decision(
         reply=Reply(status=200, body=view(doc, vm_id).model_dump()),
@@ -79,11 +78,12 @@ def release(
     """Releases the lock if `task_id` holds it; otherwise changes nothing (idempotent)."""
     if current is None or holder(current) != task_id:
         return Decision(reply=Reply(status=200, body={}))
-    token = current.data.get("fencing_token", 0)
-    data = {**current.data, "holder": None, "released_at": now.astimezone(UTC).isoformat()}
+    data = Lock(**lock_of(current))
+    token = data["fencing_token"]
+    data["holder"], data["released_at"] = None, now.astimezone(UTC).isoformat()
     unlocked = TargetUnlocked(task_id=task_id, vm_id=vm_id, fencing_token=token, reason=reason)
     return Decision(
         reply=Reply(status=200, body={}),
-        doc=current.evolve(data=data),
+        doc=current.evolve(data=stored(data)),
         events=(NewEvent("task.target_unlocked", unlocked.model_dump(mode="json")),),
     )

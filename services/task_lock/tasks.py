@@ -29,6 +29,8 @@ from shared.envelope import Reply
 from shared.errors import SmsCode
 from shared.store import Document
 
+from .stored import LockSeen, SubTask, Task, stored, task_of
+
 UNSUPPORTED = frozenset({"clone_test", "network_check", "skip", "clear", "migration_test"})
 # States in which a task owns its target server's lock.
 HOLDS_LOCK: frozenset[TaskState] = frozenset({"RUNNING", "SYNCING", "ABORTING"})
@@ -158,14 +160,20 @@ def _moved(
     now: datetime,
     lock: LockView,
 ) -> tuple[Document, tuple[NewEvent, ...]]:
-    state = current.data["state"]
-    data = {**current.data, "state": to, "updated_at": now.astimezone(UTC).isoformat()}
-    data["lock"] = lock.model_dump()
+    data = Task(**task_of(current))
+    state = data["state"]
+    data["state"], data["updated_at"] = to, now.astimezone(UTC).isoformat()
+    data["lock"] = LockSeen(
+        vm_id=lock.vm_id,
+        held=lock.held,
+        fencing_token=lock.fencing_token,
+        locked_at=lock.locked_at,
+    )
     if to == "RUNNING" and state != "RUNNING":  # a (re)start: a new run, new progress
-        data.update(start_date=_ms(now), finish_date=None, sub_tasks=[])
+        data["start_date"], data["finish_date"], data["sub_tasks"] = _ms(now), None, []
     elif to in ENDED and state not in ENDED:
         data["finish_date"] = _ms(now)
-    doc = current.evolve(data=data)
+    doc = current.evolve(data=stored(data))
     if to == state:
         return doc, ()
     changed = TaskStateChanged.model_validate(
@@ -186,7 +194,7 @@ def apply_action(
     """The task takes `step`; the agent's command goes out through the outbox with it."""
     doc, events = _moved(current, step.to, f"operation {operation}", now, lock)
     command = EnqueueCommand(
-        server_id=current.data["source_server_id"],
+        server_id=task_of(current)["source_server_id"],
         command_name=step.command,
         command_param={"task_id": current.id, "fencing_token": lock.fencing_token},
         task_id=current.id,
@@ -203,7 +211,7 @@ def apply_action(
 def apply_source_state(
     current: Document, step: SourceStep, source_state: str, now: datetime
 ) -> Decision:
-    lock = LockView.model_validate(current.data["lock"])
+    lock = LockView.model_validate(task_of(current)["lock"])
     if step.releases is not None:
         lock = lock.model_copy(update={"held": False})
     doc, events = _moved(current, step.to, f"source server {source_state}", now, lock)
@@ -222,11 +230,11 @@ def report_progress(
     existing = visible(current, domain_id)
     if existing is None:
         return not_found(report.task_id)
-    state = existing.data["state"]
+    state = task_of(existing)["state"]
     refusal = None if state in MIGRATING else f"the task is {state}, not migrating"
-    data = {**existing.data, "updated_at": now.astimezone(UTC).isoformat()}
+    data: dict[str, Any] = {**existing.data, "updated_at": now.astimezone(UTC).isoformat()}
     if refusal is None:
-        data.update(_figures(existing.data, report, now))
+        data.update(_figures(task_of(existing), report, now))
     else:
         data["refused_progress"] = {
             "at": _ms(now),
@@ -252,7 +260,7 @@ def report_progress(
     )
 
 
-def _figures(data: dict[str, Any], report: TaskProgressCommand, now: datetime) -> dict[str, Any]:
+def _figures(data: Task, report: TaskProgressCommand, now: datetime) -> dict[str, Any]:
     """The task's figures after `report`: the sub-task's progress, speeds and usage."""
     figures: dict[str, Any] = {
         name: value for name in REPORTED if (value := getattr(report, name)) is not None
@@ -260,16 +268,24 @@ def _figures(data: dict[str, Any], report: TaskProgressCommand, now: datetime) -
     if report.remain_time is not None:
         figures["remain_seconds"] = report.remain_time
         figures["estimate_complete_time"] = _ms(now) + report.remain_time * 1000
-    sub_tasks = [dict(t) for t in data.get("sub_tasks", [])]
+    sub_tasks = [SubTask(**t) for t in data.get("sub_tasks", [])]
     sub = next((t for t in sub_tasks if t["name"] == report.subtask_name), None)
     if sub is None:
-        sub = {"id": len(sub_tasks) + 1, "name": report.subtask_name, "start_date": _ms(now)}
+        start = _ms(now)
+        sub = SubTask(
+            id=len(sub_tasks) + 1,
+            name=report.subtask_name,
+            progress=0,
+            start_date=start,
+            end_date=None,
+        )
         sub_tasks.append(sub)
-    done = sub.get("end_date") or _ms(now) if report.progress == 100 else None
-    sub.update(progress=report.progress, end_date=done)
-    for name in ("process_trace", "migrate_speed"):
-        if (value := getattr(report, name)) is not None:
-            sub[name] = value
+    sub["progress"] = report.progress
+    sub["end_date"] = (sub["end_date"] or _ms(now)) if report.progress == 100 else None
+    if report.process_trace is not None:
+        sub["process_trace"] = report.process_trace
+    if report.migrate_speed is not None:
+        sub["migrate_speed"] = report.migrate_speed
     figures["sub_tasks"] = sub_tasks
     return figures
 
@@ -278,7 +294,7 @@ def delete(current: Document | None, task_id: str, domain_id: str) -> Decision:
     existing = visible(current, domain_id)
     if existing is None:
         return not_found(task_id)
-    state = existing.data["state"]
+    state = task_of(existing)["state"]
     if not may_delete(state):
         return reject(
             SmsCode.TASK_STATE_CONFLICT,
