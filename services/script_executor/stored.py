@@ -4,7 +4,14 @@ and `run_of` are where a stored document is read as one, `stored` where one is w
 
 from __future__ import annotations
 
-from typing import Any, Literal, NotRequired, TypedDict, cast
+from typing import (
+    Any,
+    Literal,
+    NotRequired,  # pydantic reads these on 3.11
+    cast,
+)
+
+from typing_extensions import TypedDict
 
 from shared.contracts.scripts import (
     BatchStatus,

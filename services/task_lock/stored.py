@@ -4,7 +4,13 @@ document is read as one, `stored` where one is written."""
 
 from __future__ import annotations
 
-from typing import Any, NotRequired, TypedDict, cast
+from typing import (
+    Any,
+    NotRequired,  # pydantic reads these on 3.11
+    cast,
+)
+
+from typing_extensions import TypedDict
 
 from shared.contracts.tasks import TaskState
 from shared.store import Document
