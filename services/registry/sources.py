@@ -27,6 +27,7 @@ from shared.errors import SmsCode
 from shared.store import Document, Query
 
 from . import lifecycle
+from .stored import source_of
 
 COLLECTION = "sources"
 # Kept by Rehost, never taken from the register body.
@@ -174,7 +175,7 @@ def deletion_refused(current: Document | None, server_id: str, domain_id: str) -
     existing = visible(current, domain_id)
     if existing is None:
         return reject(SmsCode.SOURCE_NOT_FOUND, f"Source server {server_id} does not exist.")
-    if task_id := existing.data.get("task_id"):
+    if task_id := source_of(existing).get("task_id"):
         return reject(
             SmsCode.SOURCE_HAS_TASK,
             f"Source server {server_id} belongs to migration task {task_id}; "
@@ -238,7 +239,8 @@ def apply_transition(
         return reject(
             SmsCode.SOURCE_NOT_FOUND, f"Source server {request.server_id} does not exist."
         )
-    state, cycle = existing.data.get("state", "waiting"), existing.data.get("migration_cycle")
+    source = source_of(existing)
+    state, cycle = source.get("state", "waiting"), source.get("migration_cycle")
     step = lifecycle.transition(state, cycle, request.cause)
     if isinstance(step, lifecycle.TransitionRefused):
         return reject(
@@ -277,8 +279,8 @@ def apply_transition(
 def _transition_reply(doc: Document, version: int, *, changed: bool) -> Reply:
     reply = TransitionReply(
         server_id=doc.id,
-        state=doc.data.get("state", "waiting"),
-        migration_cycle=doc.data.get("migration_cycle"),
+        state=source_of(doc).get("state", "waiting"),
+        migration_cycle=source_of(doc).get("migration_cycle"),
         changed=changed,
         version=version,
     )
@@ -293,7 +295,7 @@ def claim(current: Document | None, request: TaskClaim, domain_id: str) -> Decis
             SmsCode.SOURCE_NOT_FOUND, f"Source server {request.server_id} does not exist."
         )
     summary = Reply(status=200, body=view(existing))
-    holder = existing.data.get("task_id")
+    holder = source_of(existing).get("task_id")
     if holder == request.task_id:
         return Decision(reply=summary)
     if holder:
@@ -307,7 +309,7 @@ def claim(current: Document | None, request: TaskClaim, domain_id: str) -> Decis
 
 def release(current: Document | None, request: TaskClaim, domain_id: str) -> Decision:
     existing = visible(current, domain_id)
-    if existing is None or existing.data.get("task_id") != request.task_id:
+    if existing is None or source_of(existing).get("task_id") != request.task_id:
         return Decision(reply=Reply(status=200, body={}))
     data = {k: v for k, v in existing.data.items() if k != "task_id"}
     return Decision(reply=Reply(status=200, body={}), doc=existing.evolve(data=data))

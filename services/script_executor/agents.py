@@ -22,6 +22,8 @@ from shared.envelope import Incoming, Reply
 from shared.store import Document, Store
 from shared.topology import agent_sn_of
 
+from .stored import agent_of
+
 AGENTS_COLLECTION = "agents"
 CACHE_SECONDS = 1.0
 
@@ -63,7 +65,7 @@ def check(binding: Document | None, claim: Claim, body_sn: str) -> Document:
         )
     if binding is None:
         raise refused("unknown_agent", f"agent {claim.agent_sn!r} is not allowed")
-    account = binding.data.get("account")
+    account = agent_of(binding).get("account")
     if account and claim.user_id != account:
         raise refused(
             "wrong_account",
@@ -91,11 +93,11 @@ def heartbeat(
         )
         current = bound(None, claimed, "first_use")
     binding = check(current, claim, beat.agent_sn)
-    if beat.vm_uuid != binding.data.get("vm_uuid"):
+    bound_vm = agent_of(binding).get("vm_uuid")
+    if beat.vm_uuid != bound_vm:
         raise refused(
             "vm_mismatch",
-            f"agent {claim.agent_sn!r} names VM {beat.vm_uuid!r}, "
-            f"bound to {binding.data.get('vm_uuid')!r}",
+            f"agent {claim.agent_sn!r} names VM {beat.vm_uuid!r}, bound to {bound_vm!r}",
         )
     alive = beat.model_dump(mode="json", include={"vm_name", "hostname", "running", "at"})
     doc = binding.evolve(data={**binding.data, **alive, "last_seen": now})
@@ -142,7 +144,7 @@ class Liveness:
         if agent is None or agent.domain_id != domain_id:
             return False
         now = time.time() if now is None else now
-        return float(agent.data.get("last_seen", 0)) >= now - self.offline_after
+        return agent_of(agent).get("last_seen", 0.0) >= now - self.offline_after
 
     async def _read(self, agent_sns: set[str], now: float) -> dict[str, Document | None]:
         agents = {

@@ -88,6 +88,25 @@ class VmRun(TypedDict):
     error: NotRequired[str | None]
 
 
+class Agent(TypedDict, total=False):
+    """An agent's binding (set by an operator, or its first heartbeat where trusted) and
+    what its last heartbeat said; the tenant is the document's."""
+
+    agent_sn: str
+    vm_uuid: str | None
+    account: str | None
+    bound_by: Literal["operator", "first_use"]
+    vm_name: str | None
+    hostname: str
+    running: int
+    at: str
+    last_seen: float
+
+
+def agent_of(doc: Document) -> Agent:
+    return cast(Agent, doc.data)
+
+
 def execution_of(doc: Document) -> Execution:
     return cast(Execution, doc.data)
 

@@ -10,12 +10,15 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from services.script_executor import executions, stored
+from services.registry import sources
+from services.registry import stored as source_stored
+from services.script_executor import agents, executions, stored
 from services.script_executor.executions import Context
 from services.task_lock import locks, tasks
 from services.task_lock import stored as task_stored
 from shared.contracts.lifecycle import CommandName
-from shared.contracts.scripts import ExecuteScript, RunFinished
+from shared.contracts.scripts import ExecuteScript, Heartbeat, RunFinished
+from shared.contracts.sources import SourceServerBody
 from shared.contracts.tasks import LockView, TaskBody, TaskProgressCommand
 from shared.store import Document
 
@@ -97,3 +100,18 @@ def test_a_task_and_its_lock_as_they_move_are_of_their_shapes() -> None:
     assert task_stored.task_of(progressed)["sub_tasks"][0]["end_date"] is not None
     command: CommandName = "START"
     assert step.command == command
+
+
+def test_a_source_server_and_an_agent_are_of_their_shapes() -> None:
+    body = SourceServerBody.model_validate(
+        {"name": "h", "hostname": "h", "ip": "10.0.0.1", "os_type": "LINUX", "os_version": "x"}
+    )
+    created = sources.register(None, body, "d", new_id="s1", now=NOW).doc
+    assert created is not None
+    valid(source_stored.Source, created.data)
+    claim = agents.Claim("web-01", "agent-web-01", "d")
+    beat = Heartbeat(agent_sn="web-01", vm_uuid="vm", hostname="h", running=0, at="t")
+    bound = agents.heartbeat(None, claim, beat, 1.0, first_use="d", vm_taken=False).doc
+    assert bound is not None
+    valid(stored.Agent, bound.data)
+    assert stored.agent_of(bound)["account"] == "agent-web-01"
