@@ -7,7 +7,8 @@ from shared.service import ServiceDefinition
 
 from . import scripts, vm_commands
 from .agents import AGENTS_COLLECTION
-from .handlers import EXECUTIONS, OUTPUTS, ScriptExecutorHandlers
+from .handlers import ScriptExecutorHandlers
+from .orders import EXECUTIONS, OUTPUTS
 
 
 async def _expire(handlers: ScriptExecutorHandlers) -> None:

@@ -54,7 +54,7 @@ async def beat(
 ) -> None:
     body = Heartbeat(agent_sn=body_sn or key_sn, vm_uuid=vm_uuid, hostname="h", running=0, at="t")
     message = incoming(f"agent.{key_sn}.heartbeat", body.model_dump_json(), domain, user)
-    await handlers.heartbeat(message)
+    await handlers.reports.heartbeat(message)
 
 
 async def binding(handlers: ScriptExecutorHandlers, agent_sn: str) -> tuple[str, str | None]:
@@ -112,12 +112,14 @@ async def test_without_trust_on_first_use_only_an_operator_binds_an_agent(
     with pytest.raises(AgentRefused, match="unknown_agent"):
         await beat(strict, "web-01", domain="d1")
     allow = AgentBinding(agent_sn="web-01", domain_id="d9", vm_uuid="vm-9", account="agent-web-01")
-    reply = await strict.allow_agent(incoming("coc.agent.allow", allow.model_dump_json(), "d9"))
+    reply = await strict.reports.allow_agent(
+        incoming("coc.agent.allow", allow.model_dump_json(), "d9")
+    )
     assert reply.status == 200 and reply.body["domain_id"] == "d9"
     await beat(strict, "web-01", domain="d1", user="agent-web-01", vm_uuid="vm-9")
     assert await binding(strict, "web-01") == ("d9", "vm-9")  # the operator's, not the header's
     doc = await strict.store.get(AGENTS_COLLECTION, "web-01")
     assert strict.liveness.alive(doc, "d9") and not strict.liveness.alive(doc, "d1")
     moved = allow.model_copy(update={"domain_id": "d8"})
-    await strict.allow_agent(incoming("coc.agent.allow", moved.model_dump_json(), "d8"))
+    await strict.reports.allow_agent(incoming("coc.agent.allow", moved.model_dump_json(), "d8"))
     assert await binding(strict, "web-01") == ("d8", "vm-9")

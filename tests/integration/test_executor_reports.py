@@ -13,7 +13,8 @@ from typing import Any, cast
 import pytest
 
 from services.script_executor.agents import AgentRefused
-from services.script_executor.handlers import EXECUTIONS, ScriptExecutorHandlers
+from services.script_executor.handlers import ScriptExecutorHandlers
+from services.script_executor.orders import EXECUTIONS
 from shared.bus import Requester
 from shared.config import Settings
 from shared.contracts.scripts import Heartbeat, RunFinished
@@ -65,7 +66,9 @@ async def handlers(tmp_path: Path) -> AsyncIterator[ScriptExecutorHandlers]:
 
 async def heartbeat(handlers: ScriptExecutorHandlers, agent_sn: str) -> None:
     beat = Heartbeat(agent_sn=agent_sn, hostname=agent_sn, running=0, at="now")
-    await handlers.heartbeat(incoming(f"agent.{agent_sn}.heartbeat", beat.model_dump_json()))
+    await handlers.reports.heartbeat(
+        incoming(f"agent.{agent_sn}.heartbeat", beat.model_dump_json())
+    )
 
 
 async def running_execution(
@@ -76,7 +79,7 @@ async def running_execution(
     for sn in AGENTS:
         await heartbeat(handlers, sn)
     script = '{"name": "s", "type": "SHELL", "content": "true"}'
-    created = await handlers.create_script(incoming("coc.script.create", script))
+    created = await handlers.library.create_script(incoming("coc.script.create", script))
     command = {
         "script_uuid": created.body["data"],
         "execute_param": {"timeout": 30, "success_rate": "100.0", "execute_user": "root"},
@@ -92,7 +95,7 @@ async def running_execution(
             for index, agents in enumerate(batches or [AGENTS], start=1)
         ],
     }
-    reply = await handlers.execute(incoming("coc.script.execute", json.dumps(command)))
+    reply = await handlers.orders.execute(incoming("coc.script.execute", json.dumps(command)))
     doc = await handlers.store.get(EXECUTIONS, reply.body["data"])
     assert doc is not None
     return doc.data
@@ -108,13 +111,13 @@ async def test_a_redelivered_report_folded_with_new_ones_does_not_swallow_them(
     data = await running_execution(handlers)
     runs = {h["agent_sn"]: h["run_id"] for h in hosts(data)}
     first = incoming("agent.a0.finished", finished(runs["a0"], "a0"))
-    await handlers.run_finished(first)
+    await handlers.reports.run_finished(first)
     # a1's report holds the execution's turn; behind it, a0's report comes again (a
     # redelivery) and a2's for the first time: those two are applied as one change.
     await asyncio.gather(
-        handlers.run_finished(incoming("agent.a1.finished", finished(runs["a1"], "a1"))),
-        handlers.run_finished(first),
-        handlers.run_finished(incoming("agent.a2.finished", finished(runs["a2"], "a2"))),
+        handlers.reports.run_finished(incoming("agent.a1.finished", finished(runs["a1"], "a1"))),
+        handlers.reports.run_finished(first),
+        handlers.reports.run_finished(incoming("agent.a2.finished", finished(runs["a2"], "a2"))),
     )
     doc = await handlers.store.get(EXECUTIONS, data["execute_uuid"])
     assert doc is not None
@@ -137,10 +140,12 @@ async def test_a_report_on_a_run_sent_to_another_agent_is_refused_and_changes_no
 ) -> None:
     data = await running_execution(handlers)
     beat = Heartbeat(agent_sn="stranger", hostname="x", running=0, at="now")
-    await handlers.heartbeat(incoming("agent.stranger.heartbeat", beat.model_dump_json(), "other"))
+    await handlers.reports.heartbeat(
+        incoming("agent.stranger.heartbeat", beat.model_dump_json(), "other")
+    )
     run_id = hosts(data)[0]["run_id"]  # dispatched to a0
     with pytest.raises(AgentRefused):
-        await handlers.run_finished(incoming(routing_key, finished(run_id, body_sn)))
+        await handlers.reports.run_finished(incoming(routing_key, finished(run_id, body_sn)))
     doc = await handlers.store.get(EXECUTIONS, data["execute_uuid"])
     assert doc is not None and hosts(doc.data)[0]["status"] == "PROCESSING"
     assert await handlers.store.get("outputs", run_id) is None
@@ -161,7 +166,7 @@ async def test_a_heartbeat_handled_while_liveness_is_read_does_not_fail_the_repo
 
     monkeypatch.setattr(handlers.store, "get_many", read_while_a2_beats)
     run_id = hosts(data)[0]["run_id"]
-    await handlers.run_finished(incoming("agent.a0.finished", finished(run_id, "a0")))
+    await handlers.reports.run_finished(incoming("agent.a0.finished", finished(run_id, "a0")))
     doc = await handlers.store.get(EXECUTIONS, data["execute_uuid"])
     assert doc is not None
     assert [h["status"] for h in doc.data["batches"][1]["hosts"]] == ["PROCESSING"] * 2
