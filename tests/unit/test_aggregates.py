@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-
-import pytest
 
 from shared.aggregates import Decision, NewEvent, apply, reject, visible
 from shared.envelope import Reply
 from shared.errors import SmsCode
-from shared.store import Document, Store, open_store
+from shared.store import Document, Store
 
 OK = Reply(status=200, body={"ok": True})
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[Store]:
-    store = open_store("sqlite:///:memory:")
-    await store.open()
-    yield store
-    await store.close()
 
 
 def count_up(current: Document | None) -> Decision:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from services.task_lock import locks
 from services.task_lock.handlers import TaskLockHandlers
 from shared.envelope import Incoming, Reply
-from shared.store import Store, open_store
+from shared.store import Store
 from tests.support.fakes import ScriptedRequester
 
 DOMAIN = "d1"
@@ -33,14 +32,6 @@ def incoming(key: str, body: dict[str, Any], message_id: str | None = None) -> I
         correlation_id=None,
         delivery_count=0,
     )
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[Store]:
-    store = open_store("sqlite:///:memory:")
-    await store.open()
-    yield store
-    await store.close()
 
 
 async def new_task(handlers: TaskLockHandlers, vm_id: str = "vm-1") -> str:
