@@ -208,11 +208,7 @@ async def started_servers(url: str, count: int) -> tuple[list[str], list[str]]:
     ids, tasks = [], []
     async with httpx.AsyncClient(base_url=url, headers=token(), timeout=60) as http:
         for i, body in enumerate(register_bodies(count, f"cr-{uuid.uuid4().hex[:4]}")):
-            server_id = (
-                await http.post(
-                    "/v3/sources", content=body, headers={"Content-Type": "application/json"}
-                )
-            ).json()["id"]
+            server_id = await _answered(http, "/v3/sources", json.loads(body), "id")
             task = {
                 "name": f"t{i}",
                 "type": "MIGRATE_FILE",
@@ -221,11 +217,24 @@ async def started_servers(url: str, count: int) -> tuple[list[str], list[str]]:
                 "source_server": {"id": server_id},
                 "target_server": {"vm_id": f"vm-{server_id}", "name": "t"},
             }
-            task_id = (await http.post("/v3/tasks", json=task)).json()["id"]
-            await http.post(f"/v3/tasks/{task_id}/action", json={"operation": "start"})
+            task_id = await _answered(http, "/v3/tasks", task, "id")
+            await _answered(http, f"/v3/tasks/{task_id}/action", {"operation": "start"})
             ids.append(server_id)
             tasks.append(task_id)
     return ids, tasks
+
+
+async def _answered(http: httpx.AsyncClient, path: str, body: object, field: str = "") -> str:
+    """POSTs until answered 200 (a 503 on a loaded machine is retried; the calls are
+    idempotent: the same register is an update, the same start a refusal); the field."""
+    for _ in range(10):
+        response = await http.post(path, json=body)
+        if response.status_code == 200:
+            return str(response.json()[field]) if field else ""
+        if response.status_code != 503:
+            break
+        await asyncio.sleep(1)
+    raise RuntimeError(f"{path}: {response.status_code} {response.text[:300]}")
 
 
 def progress_requests(task_ids: list[str]) -> list[tuple[str, str]]:
