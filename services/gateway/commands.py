@@ -18,7 +18,7 @@ from shared.contracts.errors import SMS_ERRORS
 from shared.contracts.paging import Limit, Offset
 
 from .deps import RequesterDep, require
-from .replies import respond
+from .replies import ask, respond
 
 router = APIRouter(prefix="/v3/sources", tags=["SMS agent commands"], responses=SMS_ERRORS)
 ServerId = Annotated[str, Path(min_length=1, max_length=36)]
@@ -62,13 +62,9 @@ async def update_command_result(
     server_id: ServerId, body: CommandResultBody, requester: RequesterDep, caller: Reporter
 ) -> Response:
     report = ReportResult(server_id=server_id, **body.model_dump())
-    reply = await requester.request(
-        "sms.command.report_result",
-        report.model_dump_json().encode(),
-        domain_id=caller.domain_id,
-        actor=caller.subject,
+    return await ask(
+        requester, "sms.command.report_result", report.model_dump_json().encode(), caller
     )
-    return respond(reply)
 
 
 @router.get(

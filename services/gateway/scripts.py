@@ -25,7 +25,7 @@ from shared.contracts.scripts import (
 )
 
 from .deps import RequesterDep, require
-from .replies import respond
+from .replies import ask
 
 router = APIRouter(prefix="/v1/job", tags=["COC scripts"], responses=COC_ERRORS)
 Uuid = Annotated[str, Path(min_length=1, max_length=64)]
@@ -38,34 +38,28 @@ JobReader = Annotated[Principal, Depends(require("coc:script:getJob"))]
 JobOperator = Annotated[Principal, Depends(require("coc:script:operateJob"))]
 
 
-async def _ask(requester: RequesterDep, key: str, body: bytes, caller: Principal) -> Response:
-    return respond(
-        await requester.request(key, body, domain_id=caller.domain_id, actor=caller.subject)
-    )
-
-
 @router.post("/scripts", response_model=ScriptId, summary="Create a script")
 async def create_script(body: ScriptBody, requester: RequesterDep, caller: Writer) -> Response:
-    return await _ask(requester, "coc.script.create", body.model_dump_json().encode(), caller)
+    return await ask(requester, "coc.script.create", body.model_dump_json().encode(), caller)
 
 
 @router.get("/scripts", summary="List scripts, newest first")
 async def list_scripts(
     page: Annotated[ScriptPage, Query()], requester: RequesterDep, caller: Reader
 ) -> Response:
-    return await _ask(requester, "coc.script.list", page.model_dump_json().encode(), caller)
+    return await ask(requester, "coc.script.list", page.model_dump_json().encode(), caller)
 
 
 @router.get("/scripts/{script_uuid}", summary="Show a script", responses=NOT_FOUND)
 async def show_script(script_uuid: Uuid, requester: RequesterDep, caller: Reader) -> Response:
     ref = ScriptRef(script_uuid=script_uuid).model_dump_json().encode()
-    return await _ask(requester, "coc.script.get", ref, caller)
+    return await ask(requester, "coc.script.get", ref, caller)
 
 
 @router.delete("/scripts/{script_uuid}", summary="Delete a script", responses=NOT_FOUND)
 async def delete_script(script_uuid: Uuid, requester: RequesterDep, caller: Deleter) -> Response:
     ref = ScriptRef(script_uuid=script_uuid).model_dump_json().encode()
-    return await _ask(requester, "coc.script.delete", ref, caller)
+    return await ask(requester, "coc.script.delete", ref, caller)
 
 
 @router.post(
@@ -88,14 +82,14 @@ async def execute_script(
     command = ExecuteCommand(
         script_uuid=script_uuid, idempotency_key=x_idempotency_key, **body.model_dump()
     )
-    return await _ask(requester, "coc.script.execute", command.model_dump_json().encode(), caller)
+    return await ask(requester, "coc.script.execute", command.model_dump_json().encode(), caller)
 
 
 @router.get("/script/orders", summary="List script executions, newest first")
 async def list_orders(
     query: Annotated[OrderQuery, Query()], requester: RequesterDep, caller: JobReader
 ) -> Response:
-    return await _ask(requester, "coc.order.list", query.model_dump_json().encode(), caller)
+    return await ask(requester, "coc.order.list", query.model_dump_json().encode(), caller)
 
 
 def _order(execute_uuid: str, batch_index: int | None = None) -> bytes:
@@ -108,14 +102,14 @@ def _order(execute_uuid: str, batch_index: int | None = None) -> bytes:
     responses=NOT_FOUND,
 )
 async def show_order(execute_uuid: Uuid, requester: RequesterDep, caller: JobReader) -> Response:
-    return await _ask(requester, "coc.order.get", _order(execute_uuid), caller)
+    return await ask(requester, "coc.order.get", _order(execute_uuid), caller)
 
 
 @router.get(
     "/script/orders/{execute_uuid}/batches", summary="An execution's batches", responses=NOT_FOUND
 )
 async def list_batches(execute_uuid: Uuid, requester: RequesterDep, caller: JobReader) -> Response:
-    return await _ask(requester, "coc.order.batches", _order(execute_uuid), caller)
+    return await ask(requester, "coc.order.batches", _order(execute_uuid), caller)
 
 
 @router.get(
@@ -131,7 +125,7 @@ async def show_batch(
     caller: JobReader,
 ) -> Response:
     ref = OrderRef(execute_uuid=execute_uuid, batch_index=batch_index, **page.model_dump())
-    return await _ask(requester, "coc.order.batch", ref.model_dump_json().encode(), caller)
+    return await ask(requester, "coc.order.batch", ref.model_dump_json().encode(), caller)
 
 
 @router.get(
@@ -142,7 +136,7 @@ async def show_batch(
 async def order_statistics(
     execute_uuid: Uuid, requester: RequesterDep, caller: JobReader
 ) -> Response:
-    return await _ask(requester, "coc.order.statistics", _order(execute_uuid), caller)
+    return await ask(requester, "coc.order.statistics", _order(execute_uuid), caller)
 
 
 @router.put(
@@ -154,4 +148,4 @@ async def operate_order(
     execute_uuid: Uuid, body: OrderOperation, requester: RequesterDep, caller: JobOperator
 ) -> Response:
     command = OrderOperationCommand(execute_uuid=execute_uuid, **body.model_dump())
-    return await _ask(requester, "coc.order.operate", command.model_dump_json().encode(), caller)
+    return await ask(requester, "coc.order.operate", command.model_dump_json().encode(), caller)

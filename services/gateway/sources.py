@@ -20,7 +20,7 @@ from shared.contracts.sources import (
 )
 
 from .deps import RequesterDep, require
-from .replies import respond
+from .replies import ask, respond
 
 router = APIRouter(prefix="/v3/sources", tags=["SMS source servers"], responses=SMS_ERRORS)
 ServerId = Annotated[str, Path(min_length=1, max_length=255)]
@@ -41,10 +41,7 @@ async def register_source(
     caller: Registrant,
 ) -> Response:
     payload = body.model_dump_json(exclude_unset=True, by_alias=True).encode()
-    reply = await requester.request(
-        "sms.source.register", payload, domain_id=caller.domain_id, actor=caller.subject
-    )
-    return respond(reply)
+    return await ask(requester, "sms.source.register", payload, caller)
 
 
 @router.get("", response_model=SourceServerList, summary="List source servers, newest first")
@@ -83,13 +80,7 @@ async def show_overview(requester: RequesterDep, caller: Reader) -> Response:
     },
 )
 async def delete_sources(body: DeleteSources, requester: RequesterDep, caller: Deleter) -> Response:
-    reply = await requester.request(
-        "sms.source.delete_many",
-        body.model_dump_json().encode(),
-        domain_id=caller.domain_id,
-        actor=caller.subject,
-    )
-    return respond(reply)
+    return await ask(requester, "sms.source.delete_many", body.model_dump_json().encode(), caller)
 
 
 @router.get(
@@ -114,7 +105,4 @@ async def show_source(source_id: ServerId, requester: RequesterDep, caller: Read
 )
 async def delete_source(source_id: ServerId, requester: RequesterDep, caller: Deleter) -> Response:
     payload = SourceServerRef(server_id=source_id).model_dump_json().encode()
-    reply = await requester.request(
-        "sms.source.delete", payload, domain_id=caller.domain_id, actor=caller.subject
-    )
-    return respond(reply)
+    return await ask(requester, "sms.source.delete", payload, caller)

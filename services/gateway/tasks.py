@@ -23,7 +23,7 @@ from shared.contracts.tasks import (
 )
 
 from .deps import RequesterDep, require
-from .replies import respond
+from .replies import ask, respond
 
 router = APIRouter(prefix="/v3/tasks", tags=["SMS migration tasks"], responses=SMS_ERRORS)
 TaskIdPath = Annotated[str, Path(min_length=1, max_length=255)]
@@ -53,10 +53,7 @@ def _ref(task_id: str) -> bytes:
 )
 async def create_task(body: TaskBody, requester: RequesterDep, caller: Creator) -> Response:
     payload = body.model_dump_json(exclude_unset=True).encode()
-    reply = await requester.request(
-        "sms.task.create", payload, domain_id=caller.domain_id, actor=caller.subject
-    )
-    return respond(reply)
+    return await ask(requester, "sms.task.create", payload, caller)
 
 
 @router.get("", response_model=TaskList, summary="List migration tasks, newest first")
@@ -85,13 +82,7 @@ async def show_task(task_id: TaskIdPath, requester: RequesterDep, caller: Reader
     responses={**NOT_FOUND, **CONFLICT},
 )
 async def delete_tasks(body: DeleteTasks, requester: RequesterDep, caller: Deleter) -> Response:
-    reply = await requester.request(
-        "sms.task.delete_many",
-        body.model_dump_json().encode(),
-        domain_id=caller.domain_id,
-        actor=caller.subject,
-    )
-    return respond(reply)
+    return await ask(requester, "sms.task.delete_many", body.model_dump_json().encode(), caller)
 
 
 @router.put(
@@ -110,13 +101,7 @@ async def update_task_speed(
     task_id: TaskIdPath, body: TaskProgress, requester: RequesterDep, caller: Reporter
 ) -> Response:
     command = TaskProgressCommand(task_id=task_id, **body.model_dump())
-    reply = await requester.request(
-        "sms.task.progress",
-        command.model_dump_json().encode(),
-        domain_id=caller.domain_id,
-        actor=caller.subject,
-    )
-    return respond(reply)
+    return await ask(requester, "sms.task.progress", command.model_dump_json().encode(), caller)
 
 
 @router.delete(
@@ -126,10 +111,7 @@ async def update_task_speed(
     responses={**NOT_FOUND, **CONFLICT},
 )
 async def delete_task(task_id: TaskIdPath, requester: RequesterDep, caller: Deleter) -> Response:
-    reply = await requester.request(
-        "sms.task.delete", _ref(task_id), domain_id=caller.domain_id, actor=caller.subject
-    )
-    return respond(reply)
+    return await ask(requester, "sms.task.delete", _ref(task_id), caller)
 
 
 @router.post(
@@ -146,13 +128,7 @@ async def update_task_status(
     task_id: TaskIdPath, body: TaskAction, requester: RequesterDep, caller: Operator
 ) -> Response:
     command = TaskActionCommand(task_id=task_id, **body.model_dump())
-    reply = await requester.request(
-        "sms.task.action",
-        command.model_dump_json().encode(),
-        domain_id=caller.domain_id,
-        actor=caller.subject,
-    )
-    return respond(reply)
+    return await ask(requester, "sms.task.action", command.model_dump_json().encode(), caller)
 
 
 @router.post(
@@ -164,7 +140,4 @@ async def update_task_status(
 async def unlock_target_ecs(
     task_id: TaskIdPath, requester: RequesterDep, caller: Unlocker
 ) -> Response:
-    reply = await requester.request(
-        "sms.task.unlock", _ref(task_id), domain_id=caller.domain_id, actor=caller.subject
-    )
-    return respond(reply)
+    return await ask(requester, "sms.task.unlock", _ref(task_id), caller)
