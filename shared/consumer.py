@@ -59,6 +59,15 @@ def tenant(incoming: Incoming) -> str:
     return incoming.domain_id
 
 
+def without_values(exc: ValidationError) -> str:
+    """What is wrong with a body, without the values it held: a reason is logged and kept
+    in the dead-letter queue, and a value may be a secret (a sensitive script parameter)."""
+    return "; ".join(
+        f"{'.'.join(map(str, error['loc'])) or 'body'}: {error['msg']}"
+        for error in exc.errors(include_url=False, include_input=False)
+    )
+
+
 class _ShuttingDown(Exception):
     """Raised instead of retrying once the consumer stops: the message is requeued."""
 
@@ -220,7 +229,9 @@ class Consumer:
             return await handler(incoming)
         except ApiError as exc:
             return refusal(exc.code, exc.message, exc.params)
-        except (ValidationError, ValueError) as exc:
+        except ValidationError as exc:
+            raise PermanentError(f"malformed body: {without_values(exc)}") from exc
+        except ValueError as exc:
             raise PermanentError(f"malformed body: {exc}") from exc
 
     async def _requeue(self, message: AbstractIncomingMessage) -> None:

@@ -42,6 +42,8 @@ def execution_not_found(execute_uuid: str) -> Reply:
 
 
 def decision_of(doc: Document, outcome: Outcome, reply: Reply, grace: float) -> Decision:
+    """The execution's change: its new data and events, and the agents' runs and cancels
+    through the outbox (a run no agent took by its timeout plus grace expires unread)."""
     runs = tuple(
         NewCommand(
             agent_queue(sn),

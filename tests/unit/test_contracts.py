@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from shared.consumer import without_values
 from shared.contracts import sources
 from shared.contracts.catalog import json_schemas
+from shared.contracts.scripts import ScriptExecuteInputParam
 
 EXAMPLE = json.loads(
     (Path(__file__).parents[1] / "fixtures" / "sms-register-example.json").read_text()
@@ -87,3 +89,12 @@ def test_every_command_and_event_has_a_json_schema() -> None:
     assert "sms.source.register" in schemas["commands"]
     assert {"source.registered", "source.updated", "source.deleted"} <= set(schemas["events"])
     assert schemas["envelope"]["event"]["required"]
+
+
+def test_a_malformed_body_is_described_without_the_values_it_held() -> None:
+    with pytest.raises(ValidationError) as caught:
+        ScriptExecuteInputParam.model_validate(
+            {"param_name": "secret", "param_value": "hunter2" * 200, "param_order": 1}
+        )
+    reason = without_values(caught.value)
+    assert "param_value" in reason and "hunter2" not in reason
