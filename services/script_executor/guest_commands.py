@@ -50,19 +50,26 @@ class GuestCommands:
             return refusal
         run_id = vm_commands.PREFIX + derived_id(incoming.message_id, "vm")
         caller = vm_commands.Caller(incoming.reply_to, incoming.correlation_id)
+        loaded: list[Document | None] = []
+
+        async def load() -> Document | None:
+            loaded.append(await self.store.get(vm_commands.COLLECTION, run_id))
+            return loaded[-1]
+
         await apply(
             self.store,
             vm_commands.COLLECTION,
             incoming.message_id,
-            lambda: self.store.get(vm_commands.COLLECTION, run_id),
+            load,
             lambda current: vm_commands.dispatch(
                 current, run_id, agent, command, caller, time.time(), self.settings.run_grace
             ),
         )
-        # A redelivered request whose run has finished meanwhile is answered now.
-        run = await self.store.get(vm_commands.COLLECTION, run_id)
-        if run is not None and run_of(run)["status"] != "PROCESSING":
-            return vm_commands.answer(run_of(run))
+        # A redelivered request whose run has finished meanwhile is answered now (read as
+        # `apply` loaded it: a first delivery reads nothing more).
+        earlier = loaded[0]
+        if earlier is not None and run_of(earlier)["status"] != "PROCESSING":
+            return vm_commands.answer(run_of(earlier))
         return None
 
     async def finished(self, message_id: str, result: RunFinished, agent_sn: str) -> None:
