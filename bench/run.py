@@ -29,38 +29,21 @@ import httpx
 
 from bench import fanout, signing
 from bench.cpu import CpuShare
+from bench.fixtures import (
+    DOMAIN,
+    SECRET,
+    SMALL,
+    preload_registers,
+    register_bodies,
+    started_servers,
+    token,
+)
 from bench.load import Result, at_rate, wrk
-from shared.auth import mint
-from shared.topology import COMMANDS
 from tests.support import broker, mongo
 from tests.support.integrator import event_tap
 from tests.support.processes import System, free_port
 
 T = TypeVar("T")
-SECRET = "bench-secret-bench-secret-bench-secret"
-DOMAIN = "bench"
-SMALL = json.dumps({"name": "host-1", "ip": "10.0.0.1", "cpu_quantity": 2})
-EXAMPLE = json.loads(
-    (Path(__file__).parents[1] / "tests/fixtures/sms-register-example.json").read_text()
-)
-
-
-def token() -> dict[str, str]:
-    return {"X-Auth-Token": mint(SECRET, DOMAIN, ["*"], ttl=86400)}
-
-
-def register_bodies(count: int, tag: str) -> list[str]:
-    """The seed page's example with varied hostnames and addresses."""
-    bodies = []
-    for i in range(count):
-        body = {
-            **EXAMPLE,
-            "name": f"{tag}-{i}",
-            "hostname": f"{tag}-{i}",
-            "ip": f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}",
-        }
-        bodies.append(json.dumps(body))
-    return bodies
 
 
 def wait_port(port: int, timeout: float = 30) -> None:
@@ -144,27 +127,6 @@ async def raw_consume(amqp_url: str, count: int, queue: str) -> float:
         return count / (time.perf_counter() - started)
 
 
-async def preload_registers(amqp_url: str, bodies: list[str]) -> None:
-    connection = await aio_pika.connect_robust(amqp_url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(COMMANDS)
-        window = asyncio.Semaphore(512)
-
-        async def one(body: str) -> None:
-            async with window:
-                message = aio_pika.Message(
-                    body.encode(),
-                    message_id=uuid.uuid4().hex,
-                    delivery_mode=2,
-                    headers={"domain_id": DOMAIN, "schema_version": 1},
-                    content_type="application/json",
-                )
-                await exchange.publish(message, routing_key="sms.source.register")
-
-        await asyncio.gather(*(one(b) for b in bodies))
-
-
 def start_system(
     amqp_url: str,
     workdir: Path,
@@ -200,41 +162,6 @@ def start_system(
     for process in system.processes.values():
         process.start()
     return system
-
-
-async def started_servers(url: str, count: int) -> tuple[list[str], list[str]]:
-    """`count` registered servers whose tasks were started (state initialize), and the
-    tasks."""
-    ids, tasks = [], []
-    async with httpx.AsyncClient(base_url=url, headers=token(), timeout=60) as http:
-        for i, body in enumerate(register_bodies(count, f"cr-{uuid.uuid4().hex[:4]}")):
-            server_id = await _answered(http, "/v3/sources", json.loads(body), "id")
-            task = {
-                "name": f"t{i}",
-                "type": "MIGRATE_FILE",
-                "os_type": "LINUX",
-                "migration_ip": "1.1.1.1",
-                "source_server": {"id": server_id},
-                "target_server": {"vm_id": f"vm-{server_id}", "name": "t"},
-            }
-            task_id = await _answered(http, "/v3/tasks", task, "id")
-            await _answered(http, f"/v3/tasks/{task_id}/action", {"operation": "start"})
-            ids.append(server_id)
-            tasks.append(task_id)
-    return ids, tasks
-
-
-async def _answered(http: httpx.AsyncClient, path: str, body: object, field: str = "") -> str:
-    """POSTs until answered 200 (a 503 on a loaded machine is retried; the calls are
-    idempotent: the same register is an update, the same start a refusal); the field."""
-    for _ in range(10):
-        response = await http.post(path, json=body)
-        if response.status_code == 200:
-            return str(response.json()[field]) if field else ""
-        if response.status_code != 503:
-            break
-        await asyncio.sleep(1)
-    raise RuntimeError(f"{path}: {response.status_code} {response.text[:300]}")
 
 
 def progress_requests(task_ids: list[str]) -> list[tuple[str, str]]:

@@ -57,7 +57,7 @@ def gateway(
 
     settings = get_settings()
     uvicorn.run(
-        "services.gateway.app:create_app",
+        "services.gateway.app:create_server",
         factory=True,
         host=settings.gateway_host,
         port=settings.gateway_port,

@@ -14,15 +14,17 @@ from __future__ import annotations
 import asyncio
 
 from shared.aggregates import apply
-from shared.bus import Requests
+from shared.bus import Requests, Unavailable
 from shared.consumer import Handler, query, tenant
 from shared.contracts.commands import (
     EnqueueCommand,
+    NextCommand,
+    NextCommandList,
     ReportResult,
     ServerCommandsQuery,
 )
 from shared.contracts.lifecycle import ResultCause, TransitionRequest
-from shared.contracts.sources import SourceServerRef
+from shared.contracts.sources import SourceServerIds, SourceServerRef
 from shared.envelope import Incoming, Reply, derived_id, utcnow
 from shared.store import Query, Store
 from shared.telemetry import current_trace_id
@@ -40,6 +42,7 @@ class CommandResultHandlers:
             "sms.command.report_result": self.report_result,
             "sms.command.enqueue": self.enqueue,
             "sms.command.next": self.next_command,
+            "sms.command.next_many": self.next_many,
             "sms.command.results": self.list_results,
         }
 
@@ -102,6 +105,29 @@ class CommandResultHandlers:
 
     @query
     async def next_command(self, incoming: Incoming) -> Reply:
+        found = await self._channel_of(incoming)
+        if isinstance(found, Reply):
+            return found
+        return Reply(status=200, body=found.next.model_dump(mode="json"))
+
+    @query
+    async def next_many(self, incoming: Incoming) -> Reply:
+        """The next commands of many servers, each with its channel's version (what the
+        gateway's read model keeps): one read of the channels, and one question to the
+        registry for the servers that have none."""
+        domain_id = tenant(incoming)
+        asked = SourceServerIds.model_validate_json(incoming.body).server_ids
+        found = await self.store.get_many(channels.COLLECTION, asked)
+        mine = {i: doc for i, doc in found.items() if doc.domain_id == domain_id}
+        others = [i for i in asked if i not in mine]
+        known = set(await self._known_servers(others, domain_id)) if others else set()
+        listed = NextCommandList(
+            commands=[channels.next_of(mine.get(i), i) for i in asked if i in mine or i in known]
+        )
+        return Reply(status=200, body=listed.model_dump(mode="json"))
+
+    async def _channel_of(self, incoming: Incoming) -> NextCommand | Reply:
+        """The server's next command, or the registry's 404 when the tenant has no such server."""
         domain_id = tenant(incoming)
         query = ServerCommandsQuery.model_validate_json(incoming.body)
         channel = await self.store.get(channels.COLLECTION, query.server_id)
@@ -109,7 +135,7 @@ class CommandResultHandlers:
             if (missing := await self._unknown_server(query.server_id, domain_id)) is not None:
                 return missing
             channel = None
-        return Reply(status=200, body=channels.next_command(channel).model_dump(mode="json"))
+        return channels.next_of(channel, query.server_id)
 
     @query
     async def list_results(self, incoming: Incoming) -> Reply:
@@ -131,6 +157,16 @@ class CommandResultHandlers:
             return missing
         body = {"count": page.total, "command_results": [d.data for d in page.items]}
         return Reply(status=200, body=body)
+
+    async def _known_servers(self, server_ids: list[str], domain_id: str) -> list[str]:
+        reply = await self.requester.request(
+            "sms.source.known",
+            SourceServerIds(server_ids=server_ids).model_dump_json().encode(),
+            domain_id=domain_id,
+        )
+        if reply.status != 200:
+            raise Unavailable(f"sms.source.known answered {reply.status}")
+        return SourceServerIds.model_validate(reply.body).server_ids
 
     async def _unknown_server(self, server_id: str, domain_id: str) -> Reply | None:
         """The registry's 404 when the domain has no such server; None when it has."""

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
+from shared.aggregates import refusal
 from shared.auth import Principal
 from shared.contracts.commands import (
     AgentCommand,
@@ -16,8 +17,9 @@ from shared.contracts.commands import (
 )
 from shared.contracts.errors import SMS_ERRORS
 from shared.contracts.paging import Limit, Offset
+from shared.errors import SmsCode
 
-from .deps import RequesterDep, require
+from .deps import LookupsDep, NextCommandsDep, RequesterDep, require
 from .replies import ask, respond
 
 router = APIRouter(prefix="/v3/sources", tags=["SMS agent commands"], responses=SMS_ERRORS)
@@ -40,9 +42,17 @@ Reader = Annotated[Principal, Depends(require("sms:server:queryServer"))]
     ),
     responses=NOT_FOUND,
 )
-async def show_command(server_id: ServerId, requester: RequesterDep, caller: Agent) -> Response:
-    payload = ServerCommandsQuery(server_id=server_id).model_dump_json().encode()
-    return respond(await requester.request("sms.command.next", payload, domain_id=caller.domain_id))
+async def show_command(
+    server_id: ServerId, known: NextCommandsDep, lookups: LookupsDep, caller: Agent
+) -> Response:
+    answer = known.answer(server_id, caller.domain_id)
+    if answer is None:
+        answer = await lookups.next_for(server_id, caller.domain_id)
+    if answer is None:
+        return respond(
+            refusal(SmsCode.SOURCE_NOT_FOUND, f"Source server {server_id} does not exist.")
+        )
+    return Response(answer, media_type="application/json")
 
 
 @router.post(
@@ -59,12 +69,20 @@ async def show_command(server_id: ServerId, requester: RequesterDep, caller: Age
     responses=NOT_FOUND,
 )
 async def update_command_result(
-    server_id: ServerId, body: CommandResultBody, requester: RequesterDep, caller: Reporter
+    server_id: ServerId,
+    body: CommandResultBody,
+    requester: RequesterDep,
+    known: NextCommandsDep,
+    caller: Reporter,
 ) -> Response:
     report = ReportResult(server_id=server_id, **body.model_dump())
-    return await ask(
+    answered = await ask(
         requester, "sms.command.report_result", report.model_dump_json().encode(), caller
     )
+    # The command it answers has left the queue; this process's next poll for the server
+    # asks the owner rather than wait for the event that says so.
+    known.doubt(server_id)
+    return answered
 
 
 @router.get(

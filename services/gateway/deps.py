@@ -16,9 +16,12 @@ from fastapi import Depends, Header, Request
 
 from shared import signing
 from shared.access_keys import AccessKeys
-from shared.auth import Principal, TokenExpired, TokenInvalid, TokenMissing, verify
+from shared.auth import Principal, TokenExpired, TokenInvalid, TokenMissing, VerifiedTokens
 from shared.bus import Requester
 from shared.errors import ApiError, SmsCode
+
+from .lookups import NextCommandLookups
+from .next_commands import NextCommands
 
 
 async def get_requester(request: Request) -> Requester:
@@ -28,6 +31,22 @@ async def get_requester(request: Request) -> Requester:
 
 
 RequesterDep = Annotated[Requester, Depends(get_requester)]
+
+
+async def get_next_commands(request: Request) -> NextCommands:
+    next_commands: NextCommands = request.app.state.next_commands
+    return next_commands
+
+
+NextCommandsDep = Annotated[NextCommands, Depends(get_next_commands)]
+
+
+async def get_lookups(request: Request) -> NextCommandLookups:
+    lookups: NextCommandLookups = request.app.state.lookups
+    return lookups
+
+
+LookupsDep = Annotated[NextCommandLookups, Depends(get_lookups)]
 
 REFUSALS = {
     "malformed": SmsCode.SIGNATURE_MALFORMED,
@@ -39,7 +58,8 @@ REFUSALS = {
 
 def _from_token(request: Request, token: str | None) -> Principal:
     try:
-        return verify(request.app.state.settings.auth_secret, token)
+        tokens: VerifiedTokens = request.app.state.tokens
+        return tokens.verify(token)
     except TokenMissing as exc:
         raise ApiError(SmsCode.TOKEN_MISSING) from exc
     except TokenExpired as exc:

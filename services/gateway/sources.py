@@ -19,7 +19,7 @@ from shared.contracts.sources import (
     SourceServerView,
 )
 
-from .deps import RequesterDep, require
+from .deps import NextCommandsDep, RequesterDep, require
 from .replies import ask, respond
 
 router = APIRouter(prefix="/v3/sources", tags=["SMS source servers"], responses=SMS_ERRORS)
@@ -79,8 +79,16 @@ async def show_overview(requester: RequesterDep, caller: Reader) -> Response:
         409: SMS_ERRORS[400] | {"description": "A task owns one of the servers"},
     },
 )
-async def delete_sources(body: DeleteSources, requester: RequesterDep, caller: Deleter) -> Response:
-    return await ask(requester, "sms.source.delete_many", body.model_dump_json().encode(), caller)
+async def delete_sources(
+    body: DeleteSources, requester: RequesterDep, known: NextCommandsDep, caller: Deleter
+) -> Response:
+    answered = await ask(
+        requester, "sms.source.delete_many", body.model_dump_json().encode(), caller
+    )
+    if answered.status_code == 200:
+        for server_id in body.ids:
+            known.forget(server_id)  # its agent's polls answer 404 from now on
+    return answered
 
 
 @router.get(
@@ -103,6 +111,11 @@ async def show_source(source_id: ServerId, requester: RequesterDep, caller: Read
         409: SMS_ERRORS[400] | {"description": "A task owns the server"},
     },
 )
-async def delete_source(source_id: ServerId, requester: RequesterDep, caller: Deleter) -> Response:
+async def delete_source(
+    source_id: ServerId, requester: RequesterDep, known: NextCommandsDep, caller: Deleter
+) -> Response:
     payload = SourceServerRef(server_id=source_id).model_dump_json().encode()
-    return await ask(requester, "sms.source.delete", payload, caller)
+    answered = await ask(requester, "sms.source.delete", payload, caller)
+    if answered.status_code == 200:
+        known.forget(source_id)  # its agent's polls answer 404 from now on
+    return answered

@@ -12,6 +12,7 @@ from shared.contracts.sources import (
     ListSources,
     SourceOverview,
     SourceServerBody,
+    SourceServerIds,
     SourceServerRef,
 )
 from shared.envelope import Incoming, Reply, derived_id, new_id, utcnow
@@ -33,6 +34,7 @@ class RegistryHandlers:
             "sms.source.delete_many": self.delete_many,
             "sms.source.overview": self.overview,
             "sms.source.get": self.get,
+            "sms.source.known": self.known,
             "sms.source.list": self.list,
             "sms.source.transition": self.transition,
             "sms.source.claim": self.claim,
@@ -132,6 +134,15 @@ class RegistryHandlers:
                 SmsCode.SOURCE_NOT_FOUND, f"Source server {ref.server_id} does not exist."
             ).reply
         return Reply(status=200, body=sources.view(doc))
+
+    @query
+    async def known(self, incoming: Incoming) -> Reply:
+        """Which of these servers the tenant has (one read for them all)."""
+        domain_id = tenant(incoming)
+        asked = SourceServerIds.model_validate_json(incoming.body)
+        found = await self.store.get_many(COLLECTION, asked.server_ids)
+        ids = [i for i in asked.server_ids if visible(found.get(i), domain_id) is not None]
+        return Reply(status=200, body=SourceServerIds(server_ids=ids).model_dump())
 
     @query
     async def list(self, incoming: Incoming) -> Reply:

@@ -54,7 +54,7 @@ class AgentReports:
         # Reports on one execution are applied one batch at a time in this process: run
         # concurrently, the hosts of a batch would all conflict on the one document.
         # The other reports of a batch that failed to apply are held, not dead-lettered.
-        self._reports = Coalescer[Report](
+        self._reports = Coalescer[Report, None](
             self._apply_reports, lambda exc: Unavailable(f"applying reports failed: {exc!r}")
         )
 

@@ -7,6 +7,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from shared.contracts.commands import (
+    CommandCompleted,
+    CommandQueued,
     CommandResultView,
     EnqueueCommand,
     ReportResult,
@@ -20,6 +22,7 @@ from shared.contracts.sources import (
     SourceDeleted,
     SourceRegistered,
     SourceServerBody,
+    SourceServerIds,
     SourceServerRef,
     SourceUpdated,
 )
@@ -60,6 +63,7 @@ COMMANDS: dict[str, type[BaseModel]] = {
     "sms.source.delete_many": DeleteSources,
     "sms.source.overview": NoBody,
     "sms.source.get": SourceServerRef,
+    "sms.source.known": SourceServerIds,
     "sms.source.list": ListSources,
     "sms.source.transition": TransitionRequest,
     "sms.source.claim": TaskClaim,
@@ -67,6 +71,7 @@ COMMANDS: dict[str, type[BaseModel]] = {
     "sms.command.report_result": ReportResult,
     "sms.command.enqueue": EnqueueCommand,
     "sms.command.next": ServerCommandsQuery,
+    "sms.command.next_many": SourceServerIds,
     "sms.command.results": ServerCommandsQuery,
     "sms.task.create": TaskBody,
     "sms.task.action": TaskActionCommand,
@@ -84,7 +89,8 @@ EVENTS: dict[str, type[BaseModel]] = {
     "source.updated": SourceUpdated,
     "source.deleted": SourceDeleted,
     "source.state_changed": SourceStateChanged,
-    "command.queued": EnqueueCommand,
+    "command.queued": CommandQueued,
+    "command.completed": CommandCompleted,
     "command.result_recorded": ResultRecorded,
     "task.created": TaskCreated,
     "task.state_changed": TaskStateChanged,

@@ -65,6 +65,21 @@ class AgentCommand(BaseModel):
     command_param: dict[str, Any] | None = None
 
 
+class NextCommand(BaseModel):
+    """A server's next command and the version of its channel (0 when nothing was ever
+    queued), so that a read model keeps the newest it has seen."""
+
+    server_id: str
+    version: int
+    next: AgentCommand
+
+
+class NextCommandList(BaseModel):
+    """`sms.command.next_many`'s reply: one entry for each asked server the tenant has."""
+
+    commands: list[NextCommand]
+
+
 class EnqueueCommand(BaseModel):
     """`sms.command.enqueue`: queue a command for the agent of a source server."""
 
@@ -73,6 +88,23 @@ class EnqueueCommand(BaseModel):
     command_param: dict[str, Any] = Field(default_factory=dict)
     task_id: str | None = None
     fencing_token: int | None = None
+
+
+class CommandQueued(EnqueueCommand):
+    """`command.queued`: a command waits for the agent; `next` is what the agent is handed now
+    (the head of its queue, which is this command only when nothing waited before it)."""
+
+    queued_at: str
+    next: AgentCommand
+
+
+class CommandCompleted(BaseModel):
+    """`command.completed`: a result arrived for the head command, which leaves the queue;
+    `next` is what the agent is handed now ("" when nothing waits)."""
+
+    server_id: str
+    command_name: CommandName
+    next: AgentCommand
 
 
 class ServerCommandsQuery(BaseModel):

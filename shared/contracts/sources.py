@@ -260,6 +260,18 @@ class SourceServerRef(BaseModel):
     server_id: Annotated[str, Field(min_length=1, max_length=255)]
 
 
+MAX_LOOKUP = 500
+
+
+class SourceServerIds(BaseModel):
+    """Body of `sms.source.known` and `sms.command.next_many`: server ids of the message's
+    tenant; `sms.source.known` answers the ones the tenant has."""
+
+    server_ids: list[Annotated[str, Field(min_length=1, max_length=255)]] = Field(
+        max_length=MAX_LOOKUP
+    )
+
+
 class SourceRegistered(BaseModel):
     server: SourceServerView
 

@@ -6,6 +6,7 @@ Each test starts from the running system and leaves it running.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sqlite3
 import subprocess
@@ -20,6 +21,8 @@ import pytest
 
 from tests.conftest import auth
 from tests.e2e.helpers import eventually, ok, server_body, task_body
+from tests.e2e.test_events_and_commands import request_over_amqp
+from tests.e2e.test_polls import command_is, started
 from tests.support import broker
 from tests.support.integrator import event_tap
 from tests.support.processes import System
@@ -88,8 +91,9 @@ async def all_stored(client: httpx.AsyncClient, domain: str, expected: dict[str,
 
 
 async def test_a_broker_outage_answers_503_quickly_and_loses_nothing(
-    client: httpx.AsyncClient, system: System
+    client: httpx.AsyncClient, system: System, amqp_url: str
 ) -> None:
+    polled, _ = await started(client)  # its START is in the gateway's read model
     domain = f"outage-{uuid.uuid4().hex[:6]}"
     load = Load(client, domain)
     running = asyncio.create_task(load.run())
@@ -120,6 +124,16 @@ async def test_a_broker_outage_answers_503_quickly_and_loses_nothing(
         process.wait_ready(30)
     await all_stored(client, domain, load.acknowledged)
     assert len(load.acknowledged) > 20
+    # The gateway's event queue outlived the outage and is consumed again: a result told
+    # only by its event reaches the agent's next polls.
+    body = {"server_id": polled, "command_name": "START", "result": "success"}
+    await request_over_amqp(
+        amqp_url,
+        "sms.command.report_result",
+        json.dumps({**body, "result_detail": {"msg": "ok"}}).encode(),
+        "domain-a",
+    )
+    await eventually(lambda: command_is(client, polled, ""), timeout=5)
 
 
 @pytest.mark.sqlite_only  # an exclusive SQLite lock; MongoDB's outage is the broker test's kind

@@ -26,7 +26,7 @@ async def test_items_queued_behind_a_batch_are_applied_together_in_order() -> No
         await gate.wait()
         return [Refused(str(i)) if i == 3 else None for i in items]
 
-    coalescer = Coalescer[int](apply, lambda exc: Held(str(exc)))
+    coalescer = Coalescer[int, None](apply, lambda exc: Held(str(exc)))
     first = asyncio.create_task(coalescer.submit("k", 1))
     await asyncio.sleep(0)
     rest = [asyncio.create_task(coalescer.submit("k", i)) for i in (2, 3, 4)]
@@ -51,7 +51,7 @@ async def test_when_a_batch_fails_its_runner_gets_the_error_and_the_others_are_h
             raise RuntimeError("store says no")
         return [None] * len(items)
 
-    coalescer = Coalescer[int](apply, lambda exc: Held(repr(exc)))
+    coalescer = Coalescer[int, None](apply, lambda exc: Held(repr(exc)))
     first = asyncio.create_task(coalescer.submit("k", 1))
     await asyncio.sleep(0)
     second, third = (asyncio.create_task(coalescer.submit("k", i)) for i in (2, 3))

@@ -23,11 +23,13 @@ def marked(routes: dict[str, Handler]) -> set[str]:
 def test_reads_are_queries_and_commands_are_not() -> None:
     assert marked(RegistryHandlers(STORE).routes()) == {
         "sms.source.get",
+        "sms.source.known",
         "sms.source.list",
         "sms.source.overview",
     }
     assert marked(CommandResultHandlers(STORE, REQUESTER).routes()) == {
         "sms.command.next",
+        "sms.command.next_many",
         "sms.command.results",
     }
     assert marked(TaskLockHandlers(STORE, REQUESTER).routes()) == {"sms.task.get", "sms.task.list"}

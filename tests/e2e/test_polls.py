@@ -1,0 +1,112 @@
+"""Agents' polls answered from the gateway's read model, over the real broker: what is
+queued reaches the agent, what is answered is not handed out again, other tenants and
+deleted servers get 404, and a lost event queue never leaves the model stale."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+
+import aio_pika
+import httpx
+
+from tests.conftest import auth
+from tests.e2e.helpers import act, assert_sms_error, create_task, eventually, ok, register, report
+from tests.e2e.test_events_and_commands import request_over_amqp
+from tests.support import broker
+
+
+async def next_command(client: httpx.AsyncClient, server_id: str, domain: str = "domain-a") -> str:
+    answer = await ok(client.get(f"/v3/sources/{server_id}/command", headers=auth(domain)))
+    return str(answer["command_name"])
+
+
+async def started(client: httpx.AsyncClient) -> tuple[str, str]:
+    """A server whose task was started, its START seen by a poll (so the model holds it)."""
+    server_id = await register(client)
+    assert await next_command(client, server_id) == ""
+    task_id = await create_task(client, server_id)
+    assert (await act(client, task_id, "start")).status_code == 200
+    await eventually(lambda: command_is(client, server_id, "START"), timeout=5)
+    return server_id, task_id
+
+
+async def command_is(client: httpx.AsyncClient, server_id: str, name: str) -> bool:
+    return await next_command(client, server_id) == name
+
+
+async def test_a_queued_command_reaches_the_agent_and_an_answered_one_never_comes_back(
+    client: httpx.AsyncClient,
+) -> None:
+    servers = [(await started(client))[0] for _ in range(10)]
+
+    async def answer_then_poll(server_id: str) -> list[str]:
+        response = await report(client, server_id, "START")
+        assert response.status_code == 200
+        return [await next_command(client, server_id) for _ in range(5)]
+
+    seen = await asyncio.gather(*(answer_then_poll(s) for s in servers))
+    assert all("START" not in polls for polls in seen), seen
+
+
+async def test_a_change_told_only_by_events_reaches_the_poll(
+    client: httpx.AsyncClient, amqp_url: str
+) -> None:
+    """A result an integrator publishes straight to the broker never passes the gateway:
+    the poll learns of it from `command.completed` alone, within moments."""
+    server_id, _ = await started(client)
+    body = {"server_id": server_id, "command_name": "START", "result": "success"}
+    body["result_detail"] = {"msg": "ok"}  # type: ignore[assignment]
+    published = time.monotonic()
+    reply = await request_over_amqp(
+        amqp_url, "sms.command.report_result", json.dumps(body).encode(), "domain-a"
+    )
+    assert reply["status"] == 200
+    await eventually(lambda: command_is(client, server_id, ""), timeout=3)
+    assert time.monotonic() - published < 3
+
+
+async def test_another_tenant_and_a_deleted_server_get_404(client: httpx.AsyncClient) -> None:
+    server_id = await register(client)
+    assert await next_command(client, server_id) == ""  # now in the model
+    response = await client.get(f"/v3/sources/{server_id}/command", headers=auth("domain-b"))
+    assert_sms_error(response, 404, "SMS.2001")
+    deleted = await client.delete(f"/v3/sources/{server_id}", headers=auth())
+    assert deleted.status_code == 200
+    response = await client.get(f"/v3/sources/{server_id}/command", headers=auth())
+    assert_sms_error(response, 404, "SMS.2001")
+    unknown = await client.get(f"/v3/sources/{uuid.uuid4().hex}/command", headers=auth())
+    assert_sms_error(unknown, 404, "SMS.2001")
+
+
+async def _feed_queues(amqp_url: str) -> list[str]:
+    listed = await asyncio.to_thread(
+        broker.rabbitmqctl, "list_queues", "-p", broker.vhost_of(amqp_url), "name"
+    )
+    return [q for q in listed.split() if q.startswith("rehost.gateway.")]
+
+
+async def test_a_deleted_event_queue_resets_the_model_instead_of_leaving_it_stale(
+    client: httpx.AsyncClient, amqp_url: str
+) -> None:
+    """The broker loses the gateway's queue (here: deleted by hand) and with it any event
+    it held. The gateway declares a new one and forgets what it knew, so a result told only
+    by an event published meanwhile is still seen by the next polls."""
+    server_id, _ = await started(client)
+    [queue] = await _feed_queues(amqp_url)
+    connection = await aio_pika.connect_robust(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.queue_delete(queue)
+        # Told while the queue is gone: this event is lost for the gateway.
+        body = {"server_id": server_id, "command_name": "START", "result": "success"}
+        body["result_detail"] = {"msg": "ok"}  # type: ignore[assignment]
+        await request_over_amqp(
+            amqp_url, "sms.command.report_result", json.dumps(body).encode(), "domain-a"
+        )
+    await eventually(lambda: command_is(client, server_id, ""), timeout=5)
+    assert await _feed_queues(amqp_url) == [queue]  # declared again, consumed again
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200

@@ -1,0 +1,169 @@
+"""The gateway's read model of the agents' next commands, and the poll answered before the
+framework (services/gateway/next_commands.py, polls.py)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.gateway.next_commands import NextCommands
+from services.gateway.polls import AnsweredPolls
+from shared.auth import VerifiedTokens, mint
+
+START = {"command_name": "START", "command_param": {"task_id": "t"}}
+SYNC = {"command_name": "SYNC", "command_param": None}
+NOTHING = {"command_name": "", "command_param": None}
+
+
+def event(
+    kind: str, server: str, version: int, head: dict[str, Any], domain: str = "d"
+) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "aggregate_id": server,
+        "aggregate_version": version,
+        "domain_id": domain,
+        "data": {"server_id": server, "next": head},
+    }
+
+
+def follow(model: NextCommands, *events: dict) -> None:  # type: ignore[type-arg]
+    handlers = model.handlers()
+    for e in events:
+        handlers[e["type"]](e)
+
+
+def answered(model: NextCommands, server: str = "s", domain: str = "d") -> Any:
+    body = model.answer(server, domain)
+    return None if body is None else json.loads(body)
+
+
+def test_an_event_alone_never_answers_a_poll() -> None:
+    model = NextCommands()
+    follow(model, event("command.queued", "s", 1, START))
+    assert answered(model) is None  # the owner has not said the server exists
+    model.learn("s", "d", 1, START, confirmed=True)
+    assert answered(model) == START
+
+
+def test_the_newest_version_wins_whoever_says_it() -> None:
+    model = NextCommands()
+    follow(model, event("command.completed", "s", 3, SYNC))
+    model.learn("s", "d", 2, START, confirmed=True)  # an answer read before the event
+    assert answered(model) == SYNC
+    follow(model, event("command.queued", "s", 1, START))  # a redelivered old event
+    assert answered(model) == SYNC
+
+
+@given(st.permutations(range(1, 8)))
+def test_any_order_of_events_ends_at_the_last_state(order: list[int]) -> None:
+    heads = {v: {"command_name": f"C{v}", "command_param": None} for v in range(1, 8)}
+    model = NextCommands()
+    model.learn("s", "d", 0, NOTHING, confirmed=True)
+    follow(model, *(event("command.queued", "s", v, heads[v]) for v in order))
+    assert answered(model) == heads[7]
+
+
+def test_another_tenant_is_never_answered_and_cannot_overwrite() -> None:
+    model = NextCommands()
+    model.learn("s", "d", 1, START, confirmed=True)
+    assert answered(model, domain="other") is None
+    follow(model, event("command.completed", "s", 9, NOTHING, domain="other"))
+    assert answered(model) == START
+
+
+def test_a_doubted_entry_asks_the_owner_and_a_deleted_one_stays_gone() -> None:
+    model = NextCommands()
+    model.learn("s", "d", 1, START, confirmed=True)
+    model.doubt("s")
+    assert answered(model) is None
+    model.learn("s", "d", 2, NOTHING, confirmed=True)
+    assert answered(model) == NOTHING
+    follow(model, {"type": "source.deleted", "aggregate_id": "s", "data": {"server_id": "s"}})
+    model.learn("s", "d", 3, START, confirmed=True)  # an answer read before the delete
+    follow(model, event("command.queued", "s", 4, START))
+    assert answered(model) is None and len(model) == 0
+
+
+def test_an_earlier_releases_event_without_next_makes_it_ask() -> None:
+    model = NextCommands()
+    model.learn("s", "d", 1, START, confirmed=True)
+    old = event("command.queued", "s", 2, START)
+    del old["data"]["next"]
+    follow(model, old)
+    assert answered(model) is None
+
+
+def test_reset_forgets_everything_but_deletions() -> None:
+    model = NextCommands()
+    model.learn("s", "d", 1, START, confirmed=True)
+    model.forget("gone")
+    model.reset()
+    assert answered(model) is None
+    model.learn("gone", "d", 1, START, confirmed=True)
+    assert answered(model, "gone") is None
+
+
+# -- the poll answered before the framework -----------------------------------------------
+
+SECRET = "unit-secret-unit-secret-unit-secret-00"
+
+
+class Inner:
+    """The framework behind the fast path: records what reached it."""
+
+    def __init__(self, tokens: VerifiedTokens, model: NextCommands) -> None:
+        self.state = type("State", (), {"tokens": tokens, "next_commands": model})()
+        self.reached: list[str] = []
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:  # type: ignore[type-arg]
+        self.reached.append(scope["path"])
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+
+Headers = list[tuple[bytes, bytes]]
+
+
+async def poll(app: AnsweredPolls, headers: Headers, **scope: Any) -> tuple[int, bytes]:
+    """Sends a GET of `/v3/sources/s/command` (or what `scope` says) through `app`."""
+    sent: list[dict] = []  # type: ignore[type-arg]
+
+    async def send(message: dict) -> None:  # type: ignore[type-arg]
+        sent.append(message)
+
+    request = {"type": "http", "method": "GET", "path": "/v3/sources/s/command"}
+    await app({**request, "query_string": b"", "headers": headers, **scope}, None, send)  # type: ignore[arg-type]
+    return sent[0]["status"], sent[1]["body"]
+
+
+async def test_a_known_token_and_a_confirmed_entry_are_answered_before_the_framework() -> None:
+    tokens, model = VerifiedTokens(SECRET), NextCommands()
+    inner = Inner(tokens, model)
+    app = AnsweredPolls(inner)  # type: ignore[arg-type]
+    good = mint(SECRET, "d", ["sms:server:showCommand"])
+    path = "/v3/sources/s/command"
+    header = [(b"x-auth-token", good.encode())]
+    model.learn("s", "d", 1, START, confirmed=True)
+    assert (await poll(app, header))[0] == 404  # a token not yet verified: the route
+    tokens.verify(good)
+    status, body = await poll(app, header)
+    assert status == 200 and json.loads(body) == START and inner.reached == [path]
+    reader = mint(SECRET, "d", ["sms:server:queryServer"])
+    tokens.verify(reader)
+    other = mint(SECRET, "other", ["*"])
+    tokens.verify(other)
+    for headers, scope in [
+        ([(b"x-auth-token", reader.encode())], {}),  # not allowed to poll
+        ([(b"x-auth-token", other.encode())], {}),  # another tenant
+        ([*header, (b"content-length", b"2")], {}),  # a body
+        ([*header, (b"authorization", b"SDK-HMAC-SHA256 ...")], {}),  # a signature
+        (header, {"query_string": b"x=1"}),
+        (header, {"method": "POST"}),
+        (header, {"path": "/v3/sources/unknown/command"}),
+    ]:
+        assert (await poll(app, headers, **scope))[0] == 404
+    assert len(inner.reached) == 8
