@@ -24,7 +24,7 @@ from opentelemetry import trace
 
 from shared import metrics
 from shared.envelope import Incoming, Reply, build_message, new_id
-from shared.telemetry import tracer
+from shared.telemetry import span
 from shared.topology import COMMANDS, EVENTS, declare_exchanges
 
 log = structlog.get_logger(__name__)
@@ -41,13 +41,14 @@ class Overloaded(Unavailable):
 
 
 class Bus:
-    """A robust connection with one confirmed publishing channel."""
+    """A robust connection with one confirmed publishing channel, and one for replies."""
 
     def __init__(self, url: str, name: str) -> None:
         self.url = url
         self.name = name
         self.connection: AbstractRobustConnection | None = None
         self.channel: AbstractChannel | None = None
+        self.replies: AbstractChannel | None = None
 
     async def connect(self, timeout: float = 10.0) -> None:
         await self.connect_plain(timeout)
@@ -62,6 +63,10 @@ class Bus:
             client_properties={"connection_name": self.name},
         )
         self.channel = await self.connection.channel(publisher_confirms=True)
+        # A reply is for a caller that waits: lost with a connection, the caller answers 503
+        # and the client retries, which the duplicate guard answers alike. Waiting for the
+        # broker to confirm each would only delay the ack of the message it answers.
+        self.replies = await self.connection.channel(publisher_confirms=False)
 
     @property
     def ready(self) -> bool:
@@ -94,19 +99,18 @@ class Bus:
         channel = channel or self.channel
         if channel is None or channel.is_closed or not self.ready:
             raise Unavailable("broker connection is down")
-        with tracer(__name__).start_as_current_span(
-            span_name or f"{routing_key} publish", kind=trace.SpanKind.PRODUCER
-        ):
+        # An event nobody subscribes to is simply not routed, and a reply whose caller has
+        # gone is dropped; asking the broker to return either would cost a frame back.
+        mandatory = exchange != EVENTS and channel is not self.replies
+        with span(span_name or f"{routing_key} publish", trace.SpanKind.PRODUCER):
             try:
                 ex = (
                     channel.default_exchange
                     if exchange == ""
                     else await channel.get_exchange(exchange, ensure=False)
                 )
-                # An event nobody subscribes to is simply not routed; asking the broker to
-                # return it would cost a frame back for every such event.
                 await ex.publish(
-                    message, routing_key=routing_key, timeout=timeout, mandatory=exchange != EVENTS
+                    message, routing_key=routing_key, timeout=timeout, mandatory=mandatory
                 )
             except (
                 TimeoutError,
@@ -128,7 +132,7 @@ class Bus:
         )
         # A reply is for a waiting caller only; it need not survive a broker restart.
         message.delivery_mode = aio_pika.DeliveryMode.NOT_PERSISTENT
-        await self.publish("", message, reply_to, span_name="reply publish")
+        await self.publish("", message, reply_to, channel=self.replies, span_name="reply publish")
 
     async def close(self) -> None:
         if self.connection and not self.connection.is_closed:

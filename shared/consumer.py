@@ -20,7 +20,6 @@ from typing import TypeVar
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
-from opentelemetry import trace
 from pydantic import ValidationError
 
 from shared import metrics
@@ -29,7 +28,7 @@ from shared.bus import H_DEADLINE, Bus, Unavailable
 from shared.envelope import H_REASON, SCHEMA_VERSION, Incoming, Reply, build_message, decode
 from shared.errors import ApiError, Family, SmsCode
 from shared.store import StoreUnavailable
-from shared.telemetry import extract_context, tracer
+from shared.telemetry import continued
 from shared.topology import DLX, ServiceQueue, declare_service_queue
 
 log = structlog.get_logger(__name__)
@@ -130,11 +129,10 @@ class Consumer:
         try:
             incoming = decode(message)
             self._count(incoming, "consumed")
-            with tracer(__name__).start_as_current_span(
+            with continued(
+                message.headers,
                 f"{incoming.routing_key} process",
-                context=extract_context(message.headers),
-                kind=trace.SpanKind.CONSUMER,
-                attributes={"messaging.message.id": incoming.message_id},
+                **{"messaging.message.id": incoming.message_id},
             ):
                 await self._handle(message, incoming)
             elapsed = (time.perf_counter() - started) * 1000

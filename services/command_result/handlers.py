@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 
 from shared.aggregates import apply
+from shared.bulk import BulkSender, bulk
 from shared.bus import Requests, Unavailable
 from shared.consumer import Handler, query, tenant
 from shared.contracts.commands import (
@@ -36,10 +37,13 @@ class CommandResultHandlers:
     def __init__(self, store: Store, requester: Requests) -> None:
         self.store = store
         self.requester = requester
+        # Results arrive many at a time; so do the transitions they ask the registry for.
+        self.transitions = BulkSender(requester, "sms.source.transition")
 
     def routes(self) -> dict[str, Handler]:
         return {
             "sms.command.report_result": self.report_result,
+            "sms.command.report_result_many": bulk(self.report_result),
             "sms.command.enqueue": self.enqueue,
             "sms.command.next": self.next_command,
             "sms.command.next_many": self.next_many,
@@ -56,10 +60,10 @@ class CommandResultHandlers:
                 command_name=report.command_name, result=report.result, reason=reason
             ),
         )
-        outcome = await self.requester.request(
-            "sms.source.transition",
-            transition.model_dump_json().encode(),
-            domain_id=domain_id,
+        outcome = await self.transitions.send(
+            domain_id,
+            report.server_id,
+            transition,
             message_id=derived_id(incoming.message_id, "transition"),
         )
         if outcome.status == 404:

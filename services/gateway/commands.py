@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from shared.aggregates import refusal
 from shared.auth import Principal
 from shared.contracts.commands import (
     AgentCommand,
@@ -17,10 +16,10 @@ from shared.contracts.commands import (
 )
 from shared.contracts.errors import SMS_ERRORS
 from shared.contracts.paging import Limit, Offset
-from shared.errors import SmsCode
 
-from .deps import LookupsDep, NextCommandsDep, RequesterDep, require
-from .replies import ask, respond
+from .deps import NextCommandsDep, RequesterDep, SendersDep, require
+from .polls import next_command_answer
+from .replies import respond
 
 router = APIRouter(prefix="/v3/sources", tags=["SMS agent commands"], responses=SMS_ERRORS)
 ServerId = Annotated[str, Path(min_length=1, max_length=36)]
@@ -42,17 +41,9 @@ Reader = Annotated[Principal, Depends(require("sms:server:queryServer"))]
     ),
     responses=NOT_FOUND,
 )
-async def show_command(
-    server_id: ServerId, known: NextCommandsDep, lookups: LookupsDep, caller: Agent
-) -> Response:
-    answer = known.answer(server_id, caller.domain_id)
-    if answer is None:
-        answer = await lookups.next_for(server_id, caller.domain_id)
-    if answer is None:
-        return respond(
-            refusal(SmsCode.SOURCE_NOT_FOUND, f"Source server {server_id} does not exist.")
-        )
-    return Response(answer, media_type="application/json")
+async def show_command(server_id: ServerId, request: Request, caller: Agent) -> Response:
+    status, body = await next_command_answer(request.app.state, server_id, caller.domain_id)
+    return Response(body, status_code=status, media_type="application/json")
 
 
 @router.post(
@@ -71,14 +62,12 @@ async def show_command(
 async def update_command_result(
     server_id: ServerId,
     body: CommandResultBody,
-    requester: RequesterDep,
+    senders: SendersDep,
     known: NextCommandsDep,
     caller: Reporter,
 ) -> Response:
     report = ReportResult(server_id=server_id, **body.model_dump())
-    answered = await ask(
-        requester, "sms.command.report_result", report.model_dump_json().encode(), caller
-    )
+    answered = respond(await senders.results.send(caller.domain_id, server_id, report))
     # The command it answers has left the queue; this process's next poll for the server
     # asks the owner rather than wait for the event that says so.
     known.doubt(server_id)

@@ -9,6 +9,7 @@ with an access key (`Authorization: SDK-HMAC-SHA256 …`). Either way it becomes
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -17,10 +18,10 @@ from fastapi import Depends, Header, Request
 from shared import signing
 from shared.access_keys import AccessKeys
 from shared.auth import Principal, TokenExpired, TokenInvalid, TokenMissing, VerifiedTokens
+from shared.bulk import BulkSender
 from shared.bus import Requester
 from shared.errors import ApiError, SmsCode
 
-from .lookups import NextCommandLookups
 from .next_commands import NextCommands
 
 
@@ -33,20 +34,37 @@ async def get_requester(request: Request) -> Requester:
 RequesterDep = Annotated[Requester, Depends(get_requester)]
 
 
+@dataclass(frozen=True)
+class Senders:
+    """The requests a fleet sends most, sent many at a time when many wait (shared/bulk.py)."""
+
+    registers: BulkSender
+    results: BulkSender
+    progress: BulkSender
+
+    @classmethod
+    def over(cls, requester: Requester) -> Senders:
+        return cls(
+            registers=BulkSender(requester, "sms.source.register"),
+            results=BulkSender(requester, "sms.command.report_result"),
+            progress=BulkSender(requester, "sms.task.progress"),
+        )
+
+
+async def get_senders(request: Request) -> Senders:
+    senders: Senders = request.app.state.senders
+    return senders
+
+
+SendersDep = Annotated[Senders, Depends(get_senders)]
+
+
 async def get_next_commands(request: Request) -> NextCommands:
     next_commands: NextCommands = request.app.state.next_commands
     return next_commands
 
 
 NextCommandsDep = Annotated[NextCommands, Depends(get_next_commands)]
-
-
-async def get_lookups(request: Request) -> NextCommandLookups:
-    lookups: NextCommandLookups = request.app.state.lookups
-    return lookups
-
-
-LookupsDep = Annotated[NextCommandLookups, Depends(get_lookups)]
 
 REFUSALS = {
     "malformed": SmsCode.SIGNATURE_MALFORMED,

@@ -54,6 +54,11 @@ def validation_error(exc: RequestValidationError) -> ApiError:
     return ApiError(SmsCode.INVALID_PARAMETER, message[:1024], fields[:20])
 
 
+def unavailable(exc: Unavailable) -> ApiError:
+    """503: too many requests in flight, or a service that did not answer in time."""
+    return ApiError(SmsCode.BUSY if isinstance(exc, Overloaded) else SmsCode.UNAVAILABLE)
+
+
 def install(app: FastAPI) -> None:
     async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
@@ -64,8 +69,8 @@ def install(app: FastAPI) -> None:
         return error_response(request, validation_error(exc))
 
     async def on_unavailable(request: Request, exc: Exception) -> JSONResponse:
-        code = SmsCode.BUSY if isinstance(exc, Overloaded) else SmsCode.UNAVAILABLE
-        response = error_response(request, ApiError(code))
+        assert isinstance(exc, Unavailable)
+        response = error_response(request, unavailable(exc))
         response.headers["Retry-After"] = "1"
         return response
 

@@ -1,4 +1,4 @@
-"""ASGI middleware: the request-body size and nesting limits."""
+"""ASGI middleware: the request-body size and nesting limits, and each request's trace."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import json
 
+from opentelemetry import context as otel_context
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.contracts.nesting import MAX_DEPTH, nests_deeper
 from shared.errors import ApiError, SmsCode
+from shared.telemetry import request_context
 
 from .errors import family_for
 
@@ -86,3 +88,27 @@ async def _drain(receive: Receive, budget: int) -> None:
                 budget -= len(message.get("body", b""))
                 if message["type"] != "http.request" or not message.get("more_body"):
                     return
+
+
+class TraceContext:
+    """Each request in a trace of its own (or its caller's), when no span is exported: what
+    the OpenTelemetry middleware would give its logs and messages, for a fraction of its
+    cost (it was a fifth of a small request's, with nothing recorded)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        carrier = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in scope["headers"]
+            if name in (b"traceparent", b"tracestate")
+        }
+        token = otel_context.attach(request_context(carrier))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            otel_context.detach(token)

@@ -19,7 +19,7 @@ from shared.contracts.sources import (
     SourceServerView,
 )
 
-from .deps import NextCommandsDep, RequesterDep, require
+from .deps import NextCommandsDep, RequesterDep, SendersDep, require
 from .replies import ask, respond
 
 router = APIRouter(prefix="/v3/sources", tags=["SMS source servers"], responses=SMS_ERRORS)
@@ -36,12 +36,13 @@ Deleter = Annotated[Principal, Depends(require("sms:server:deleteServer"))]
     responses={404: SMS_ERRORS[400] | {"description": "`id` given but no such server"}},
 )
 async def register_source(
-    body: SourceServerBody,
-    requester: RequesterDep,
-    caller: Registrant,
+    body: SourceServerBody, senders: SendersDep, caller: Registrant
 ) -> Response:
-    payload = body.model_dump_json(exclude_unset=True, by_alias=True).encode()
-    return await ask(requester, "sms.source.register", payload, caller)
+    # Only the fields sent: an update changes those and no others.
+    sent = body.model_dump(mode="json", exclude_unset=True, by_alias=True)
+    host = (body.hostname or body.name or "").lower()
+    identity = body.id or f"{host}\x1f{body.ip}"  # registers of one server go in order
+    return respond(await senders.registers.send(caller.domain_id, identity, sent))
 
 
 @router.get("", response_model=SourceServerList, summary="List source servers, newest first")

@@ -22,7 +22,7 @@ from shared.contracts.tasks import (
     TaskView,
 )
 
-from .deps import RequesterDep, require
+from .deps import RequesterDep, SendersDep, require
 from .replies import ask, respond
 
 router = APIRouter(prefix="/v3/tasks", tags=["SMS migration tasks"], responses=SMS_ERRORS)
@@ -98,10 +98,10 @@ async def delete_tasks(body: DeleteTasks, requester: RequesterDep, caller: Delet
     responses=NOT_FOUND,
 )
 async def update_task_speed(
-    task_id: TaskIdPath, body: TaskProgress, requester: RequesterDep, caller: Reporter
+    task_id: TaskIdPath, body: TaskProgress, senders: SendersDep, caller: Reporter
 ) -> Response:
     command = TaskProgressCommand(task_id=task_id, **body.model_dump())
-    return await ask(requester, "sms.task.progress", command.model_dump_json().encode(), caller)
+    return respond(await senders.progress.send(caller.domain_id, task_id, command))
 
 
 @router.delete(

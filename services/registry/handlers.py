@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from shared.aggregates import Decision, apply, reject, visible
+from shared.bulk import bulk
 from shared.consumer import Handler, query, tenant
 from shared.contracts.lifecycle import TaskClaim, TransitionRequest
 from shared.contracts.sources import (
@@ -30,6 +31,7 @@ class RegistryHandlers:
     def routes(self) -> dict[str, Handler]:
         return {
             "sms.source.register": self.register,
+            "sms.source.register_many": bulk(self.register),
             "sms.source.delete": self.delete,
             "sms.source.delete_many": self.delete_many,
             "sms.source.overview": self.overview,
@@ -37,6 +39,7 @@ class RegistryHandlers:
             "sms.source.known": self.known,
             "sms.source.list": self.list,
             "sms.source.transition": self.transition,
+            "sms.source.transition_many": bulk(self.transition),
             "sms.source.claim": self.claim,
             "sms.source.release": self.release,
         }

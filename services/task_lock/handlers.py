@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from shared import metrics
 from shared.aggregates import Decision, apply, reject, visible
+from shared.bulk import bulk
 from shared.bus import Requests
 from shared.consumer import Handler, query, tenant
 from shared.contracts.lifecycle import ActionCause, TaskClaim, TransitionRequest
@@ -48,6 +49,7 @@ class TaskLockHandlers:
             "sms.task.delete": self.delete,
             "sms.task.delete_many": self.delete_many,
             "sms.task.progress": self.progress,
+            "sms.task.progress_many": bulk(self.progress),
             "sms.task.get": self.get,
             "sms.task.list": self.list,
             "source.state_changed": self.source_state_changed,

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from shared.bulk import BulkRequest
 from shared.contracts.commands import (
     CommandCompleted,
     CommandQueued,
@@ -59,6 +60,7 @@ class NoBody(BaseModel):
 
 COMMANDS: dict[str, type[BaseModel]] = {
     "sms.source.register": SourceServerBody,
+    "sms.source.register_many": BulkRequest,
     "sms.source.delete": SourceServerRef,
     "sms.source.delete_many": DeleteSources,
     "sms.source.overview": NoBody,
@@ -66,9 +68,11 @@ COMMANDS: dict[str, type[BaseModel]] = {
     "sms.source.known": SourceServerIds,
     "sms.source.list": ListSources,
     "sms.source.transition": TransitionRequest,
+    "sms.source.transition_many": BulkRequest,
     "sms.source.claim": TaskClaim,
     "sms.source.release": TaskClaim,
     "sms.command.report_result": ReportResult,
+    "sms.command.report_result_many": BulkRequest,
     "sms.command.enqueue": EnqueueCommand,
     "sms.command.next": ServerCommandsQuery,
     "sms.command.next_many": SourceServerIds,
@@ -80,6 +84,7 @@ COMMANDS: dict[str, type[BaseModel]] = {
     "sms.task.delete": TaskRef,
     "sms.task.delete_many": DeleteTasks,
     "sms.task.progress": TaskProgressCommand,
+    "sms.task.progress_many": BulkRequest,
     "sms.task.list": ListTasks,
     "coc.agent.allow": AgentBinding,
 }

@@ -112,11 +112,25 @@ def test_reset_forgets_everything_but_deletions() -> None:
 SECRET = "unit-secret-unit-secret-unit-secret-00"
 
 
+class Lookups:
+    """command-result, as the lookups ask it: it knows no server but those it is told."""
+
+    def __init__(self, known: dict[str, bytes]) -> None:
+        self.known = known
+        self.asked: list[tuple[str, str]] = []
+
+    async def next_for(self, server_id: str, domain_id: str) -> bytes | None:
+        self.asked.append((server_id, domain_id))
+        return self.known.get(server_id)
+
+
 class Inner:
     """The framework behind the fast path: records what reached it."""
 
     def __init__(self, tokens: VerifiedTokens, model: NextCommands) -> None:
-        self.state = type("State", (), {"tokens": tokens, "next_commands": model})()
+        self.lookups = Lookups({})
+        state = {"tokens": tokens, "next_commands": model, "lookups": self.lookups}
+        self.state = type("State", (), state)()
         self.reached: list[str] = []
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:  # type: ignore[type-arg]
@@ -140,30 +154,44 @@ async def poll(app: AnsweredPolls, headers: Headers, **scope: Any) -> tuple[int,
     return sent[0]["status"], sent[1]["body"]
 
 
-async def test_a_known_token_and_a_confirmed_entry_are_answered_before_the_framework() -> None:
+async def test_a_poll_with_a_known_token_is_answered_before_the_framework() -> None:
     tokens, model = VerifiedTokens(SECRET), NextCommands()
     inner = Inner(tokens, model)
     app = AnsweredPolls(inner)  # type: ignore[arg-type]
     good = mint(SECRET, "d", ["sms:server:showCommand"])
-    path = "/v3/sources/s/command"
     header = [(b"x-auth-token", good.encode())]
     model.learn("s", "d", 1, START, confirmed=True)
     assert (await poll(app, header))[0] == 404  # a token not yet verified: the route
+    assert inner.reached == ["/v3/sources/s/command"]
     tokens.verify(good)
     status, body = await poll(app, header)
-    assert status == 200 and json.loads(body) == START and inner.reached == [path]
-    reader = mint(SECRET, "d", ["sms:server:queryServer"])
-    tokens.verify(reader)
+    assert status == 200 and json.loads(body) == START and not inner.lookups.asked
+    status, body = await poll(app, header, path="/v3/sources/unknown/command")
+    assert status == 404 and json.loads(body)["error_code"] == "SMS.2001"
+    assert inner.lookups.asked == [("unknown", "d")]  # the owner was asked, not the route
     other = mint(SECRET, "other", ["*"])
     tokens.verify(other)
+    assert (await poll(app, [(b"x-auth-token", other.encode())]))[0] == 404
+    assert inner.lookups.asked[-1] == ("s", "other")  # another tenant's entry is not used
+    assert len(inner.reached) == 1
+
+
+async def test_what_the_fast_path_leaves_to_the_route() -> None:
+    tokens, model = VerifiedTokens(SECRET), NextCommands()
+    inner = Inner(tokens, model)
+    app = AnsweredPolls(inner)  # type: ignore[arg-type]
+    good, reader = mint(SECRET, "d", ["*"]), mint(SECRET, "d", ["sms:server:queryServer"])
+    tokens.verify(good)
+    tokens.verify(reader)
+    header = [(b"x-auth-token", good.encode())]
+    model.learn("s", "d", 1, START, confirmed=True)
     for headers, scope in [
         ([(b"x-auth-token", reader.encode())], {}),  # not allowed to poll
-        ([(b"x-auth-token", other.encode())], {}),  # another tenant
         ([*header, (b"content-length", b"2")], {}),  # a body
         ([*header, (b"authorization", b"SDK-HMAC-SHA256 ...")], {}),  # a signature
         (header, {"query_string": b"x=1"}),
         (header, {"method": "POST"}),
-        (header, {"path": "/v3/sources/unknown/command"}),
+        (header, {"path": "/v3/sources/s/command_results"}),
     ]:
         assert (await poll(app, headers, **scope))[0] == 404
-    assert len(inner.reached) == 8
+    assert len(inner.reached) == 6 and not inner.lookups.asked

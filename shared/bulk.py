@@ -1,0 +1,163 @@
+"""Many commands of one kind in one message: the same work in fewer messages.
+
+A message costs the sender, the broker and the service far more than the small change it
+usually carries (encoding, routing, the ack, the reply and its delivery: two thirds of a
+progress report's CPU). So when one process has several requests of one kind for one
+tenant waiting at the same moment, `BulkSender` sends them as one `<key>_many` message,
+and the service's `bulk(handler)` applies each item exactly as if it had come alone:
+
+- under its own id (the one its sender gave it, or one derived from the message's), so a
+  redelivered bulk finds every item it already applied and answers it as before (the
+  duplicate guard, per item), and a service that sends a step again after a crash is
+  answered as the first time, whichever message carried it;
+- items of one aggregate (the `key` each item names) one after another, in order; the
+  others concurrently, so their writes share the store's group commit;
+- a refusal is that item's reply; a malformed item is answered 400 and the others go on;
+  an outage holds the whole message, as it would hold each of them.
+
+Nothing waits to be batched: a request is sent at once when nothing of its kind is on the
+way, and only those that arrive meanwhile go together in the next message. A lone
+request is sent as the plain message, so at low load nothing changes on the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from shared import jsoncodec
+from shared.aggregates import refusal
+from shared.bus import Requests, Unavailable
+from shared.coalescer import Coalescer
+from shared.consumer import Handler, PermanentError, without_values
+from shared.envelope import Incoming, Reply, derived_id
+from shared.errors import ApiError, SmsCode
+
+SUFFIX = "_many"
+MAX_ITEMS = 200
+
+
+class BulkItem(BaseModel):
+    key: str = Field(description="the aggregate it changes: items of one key apply in order")
+    body: dict[str, Any] = Field(description="the body the plain command would carry")
+    message_id: str | None = Field(
+        default=None, description="its id, as the plain command's; none: derived from the bulk's"
+    )
+
+
+class BulkRequest(BaseModel):
+    """Body of every `<key>_many` command."""
+
+    items: list[BulkItem] = Field(min_length=1, max_length=MAX_ITEMS)
+
+
+class BulkReply(BaseModel):
+    """Its reply: each item's, in order."""
+
+    replies: list[Reply]
+
+
+def bulk(handler: Handler) -> Handler:
+    """The `<key>_many` handler of the plain handler `handler`."""
+
+    async def many(incoming: Incoming) -> Reply:
+        items = BulkRequest.model_validate_json(incoming.body).items
+        replies: list[Reply] = [Reply(status=500)] * len(items)
+        by_key: dict[str, list[int]] = {}
+        for index, item in enumerate(items):
+            by_key.setdefault(item.key, []).append(index)
+
+        async def in_order(indexes: list[int]) -> None:
+            for index in indexes:
+                item = items[index]
+                one = replace(
+                    incoming,
+                    routing_key=incoming.routing_key.removesuffix(SUFFIX),
+                    message_id=item.message_id or derived_id(incoming.message_id, f"item-{index}"),
+                    body=jsoncodec.dump_bytes(item.body),
+                    reply_to=None,
+                    correlation_id=None,
+                )
+                replies[index] = await _one(handler, one)
+
+        await asyncio.gather(*(in_order(indexes) for indexes in by_key.values()))
+        return Reply(status=200, body=BulkReply(replies=replies).model_dump(mode="json"))
+
+    return many
+
+
+async def _one(handler: Handler, incoming: Incoming) -> Reply:
+    try:
+        reply = await handler(incoming)
+    except ApiError as exc:
+        return refusal(exc.code, exc.message, exc.params)
+    except ValidationError as exc:
+        return refusal(SmsCode.INVALID_PARAMETER, f"malformed body: {without_values(exc)}")
+    except (ValueError, PermanentError) as exc:
+        return refusal(SmsCode.INVALID_PARAMETER, f"malformed body: {exc}")
+    return reply if reply is not None else Reply(status=200, body={})
+
+
+Item = tuple[str, dict[str, Any], str | None]  # key, body, message id
+
+
+class BulkSender:
+    """Sends `routing_key` commands for a tenant, many at a time when many wait.
+
+    Requests are spread over `lanes` by their key, so several messages can be on the way
+    for one tenant while the requests of one aggregate stay in one lane, in order."""
+
+    def __init__(self, requester: Requests, routing_key: str, lanes: int = 1) -> None:
+        self.requester = requester
+        self.routing_key = routing_key
+        self.lanes = lanes
+        self._waiting = Coalescer[Item, Reply](self._send, _held)
+
+    async def send(
+        self,
+        domain_id: str,
+        key: str,
+        body: BaseModel | dict[str, Any],
+        message_id: str | None = None,
+    ) -> Reply:
+        """Sends `body` (a model, or a model already dumped) for the aggregate `key`."""
+        lane = zlib.crc32(key.encode()) % self.lanes
+        dumped = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
+        item = (key, dumped, message_id)
+        return await self._waiting.submit(f"{lane}\x1f{domain_id}", item)
+
+    async def _send(self, lane: str, items: list[Item]) -> Sequence[Reply]:
+        domain_id = lane.split("\x1f", 1)[1]
+        chunks = [items[i : i + MAX_ITEMS] for i in range(0, len(items), MAX_ITEMS)]
+        answered = await asyncio.gather(*(self._send_chunk(domain_id, c) for c in chunks))
+        return [reply for replies in answered for reply in replies]
+
+    async def _send_chunk(self, domain_id: str, items: list[Item]) -> list[Reply]:
+        if len(items) == 1:
+            _, body, message_id = items[0]
+            reply = await self.requester.request(
+                self.routing_key,
+                jsoncodec.dump_bytes(body),
+                domain_id=domain_id,
+                message_id=message_id,
+            )
+            return [reply]
+        request = BulkRequest(items=[BulkItem(key=k, body=b, message_id=m) for k, b, m in items])
+        reply = await self.requester.request(
+            self.routing_key + SUFFIX, request.model_dump_json().encode(), domain_id=domain_id
+        )
+        if reply.status != 200:
+            return [reply] * len(items)  # the message itself refused: each item is
+        return BulkReply.model_validate(reply.body).replies
+
+
+def _held(exc: BaseException) -> BaseException:
+    """What the other requests of a message that failed get: 503, as the first one."""
+    if isinstance(exc, Unavailable):
+        return type(exc)(str(exc))
+    return Unavailable(f"sending failed: {exc!r}")
