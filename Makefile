@@ -56,7 +56,12 @@ MONGO_SUITES := tests/e2e/test_sources_api.py tests/e2e/test_command_results.py 
 	tests/e2e/test_migration_lifecycle.py tests/e2e/test_tasks_and_locks.py \
 	tests/e2e/test_scripts.py tests/e2e/test_faults.py
 
+# Debian's Chromium and its driver, for the console's tests in a real browser.
+CHROMIUM := command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	apt-get install -y -q chromium chromium-driver || { apt-get update -q && apt-get install -y -q chromium chromium-driver; }; } >/dev/null
+
 test: lint deploy-check audit $(SECANTUS)
+	$(CHROMIUM)
 	$(BIN)/pytest -q -m "not soak"
 	REHOST_TEST_STORE=mongodb $(BIN)/pytest -q -m "not soak and not sqlite_only" $(MONGO_SUITES)
 
@@ -75,6 +80,7 @@ bench-quick: $(STAMP) $(SECANTUS)
 	$(BIN)/python -m bench.run --quick
 
 soak: $(STAMP)
+	$(CHROMIUM)
 	$(BIN)/pytest -q -m soak
 
 clean:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -194,6 +195,35 @@ def dlq_replay(
 
     for line in asyncio.run(replay(get_settings().amqp_url, service, limit, dry_run)):
         typer.echo(line)
+
+
+@app.command()
+def watch(
+    task: Annotated[str | None, typer.Option("--task", help="one migration task")] = None,
+    execution: Annotated[str | None, typer.Option("--execution", help="one execution")] = None,
+    everything: Annotated[
+        bool, typer.Option("--all", help="every recent task and execution (the default)")
+    ] = False,
+    gateway: Annotated[
+        str | None, typer.Option(help="the gateway's URL; default: REHOST_GATEWAY_HOST/PORT")
+    ] = None,
+) -> None:
+    """Show migrations and script executions live, with progress bars (token: REHOST_TOKEN)."""
+    from rich.console import Console
+
+    from .watch import Watched
+    from .watch import watch as follow
+
+    token = os.environ.get("REHOST_TOKEN", "")
+    if not token:
+        raise typer.BadParameter("set REHOST_TOKEN to a token (rehost token …)")
+    if everything and (task or execution):
+        raise typer.BadParameter("--all watches everything: leave out --task and --execution")
+    settings = get_settings()
+    url = gateway or f"http://{settings.gateway_host}:{settings.gateway_port}"
+    watched = Watched(task_id=task, execute_uuid=execution)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(follow(url, token, watched, Console()))
 
 
 @app.command()

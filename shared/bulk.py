@@ -23,9 +23,10 @@ request is sent as the plain message, so at low load nothing changes on the wire
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
@@ -103,20 +104,30 @@ async def _one(handler: Handler, incoming: Incoming) -> Reply:
     return reply if reply is not None else Reply(status=200, body={})
 
 
-Item = tuple[str, dict[str, Any], str | None]  # key, body, message id
+@dataclass(frozen=True)
+class _Item:
+    key: str
+    body: dict[str, Any]
+    message_id: str | None
+    sent_at: float  # monotonic: the caller waits no longer than the timeout from here
 
 
 class BulkSender:
     """Sends `routing_key` commands for a tenant, many at a time when many wait.
 
     Requests are spread over `lanes` by their key, so several messages can be on the way
-    for one tenant while the requests of one aggregate stay in one lane, in order."""
+    for one tenant while the requests of one aggregate stay in one lane, in order. A
+    request waits for a reply no longer than `timeout` from when it was sent, even when it
+    waited first behind a message on its way (it goes with what time it has left)."""
 
-    def __init__(self, requester: Requests, routing_key: str, lanes: int = 1) -> None:
+    def __init__(
+        self, requester: Requests, routing_key: str, timeout: float, lanes: int = 1
+    ) -> None:
         self.requester = requester
         self.routing_key = routing_key
+        self.timeout = timeout
         self.lanes = lanes
-        self._waiting = Coalescer[Item, Reply](self._send, _held)
+        self._waiting = Coalescer[_Item, Reply](self._send, _held)
 
     async def send(
         self,
@@ -128,28 +139,36 @@ class BulkSender:
         """Sends `body` (a model, or a model already dumped) for the aggregate `key`."""
         lane = zlib.crc32(key.encode()) % self.lanes
         dumped = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
-        item = (key, dumped, message_id)
+        item = _Item(key, dumped, message_id, time.monotonic())
         return await self._waiting.submit(f"{lane}\x1f{domain_id}", item)
 
-    async def _send(self, lane: str, items: list[Item]) -> Sequence[Reply]:
+    async def _send(self, lane: str, items: list[_Item]) -> Sequence[Reply]:
         domain_id = lane.split("\x1f", 1)[1]
         chunks = [items[i : i + MAX_ITEMS] for i in range(0, len(items), MAX_ITEMS)]
         answered = await asyncio.gather(*(self._send_chunk(domain_id, c) for c in chunks))
         return [reply for replies in answered for reply in replies]
 
-    async def _send_chunk(self, domain_id: str, items: list[Item]) -> list[Reply]:
+    async def _send_chunk(self, domain_id: str, items: list[_Item]) -> list[Reply]:
+        left = self.timeout - (time.monotonic() - min(item.sent_at for item in items))
+        if left <= 0:
+            raise Unavailable(f"no time left to send {self.routing_key}")
         if len(items) == 1:
-            _, body, message_id = items[0]
             reply = await self.requester.request(
                 self.routing_key,
-                jsoncodec.dump_bytes(body),
+                jsoncodec.dump_bytes(items[0].body),
                 domain_id=domain_id,
-                message_id=message_id,
+                message_id=items[0].message_id,
+                timeout=left,
             )
             return [reply]
-        request = BulkRequest(items=[BulkItem(key=k, body=b, message_id=m) for k, b, m in items])
+        request = BulkRequest(
+            items=[BulkItem(key=i.key, body=i.body, message_id=i.message_id) for i in items]
+        )
         reply = await self.requester.request(
-            self.routing_key + SUFFIX, request.model_dump_json().encode(), domain_id=domain_id
+            self.routing_key + SUFFIX,
+            request.model_dump_json().encode(),
+            domain_id=domain_id,
+            timeout=left,
         )
         if reply.status != 200:
             return [reply] * len(items)  # the message itself refused: each item is

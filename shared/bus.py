@@ -22,7 +22,7 @@ from aio_pika.abc import (
 from aiormq.exceptions import ChannelInvalidStateError
 from opentelemetry import trace
 
-from shared import metrics
+from shared import failover, metrics
 from shared.envelope import Incoming, Reply, build_message, new_id
 from shared.telemetry import span
 from shared.topology import COMMANDS, EVENTS, declare_exchanges
@@ -57,11 +57,8 @@ class Bus:
 
     async def connect_plain(self, timeout: float = 10.0) -> None:
         """Connects without declaring anything: for agents, whose account may not."""
-        self.connection = await aio_pika.connect_robust(
-            self.url,
-            timeout=timeout,
-            client_properties={"connection_name": self.name},
-        )
+        # `url` may name several nodes of a cluster: any that answers will do (failover.py).
+        self.connection = await failover.connect(self.url, self.name, timeout)
         self.channel = await self.connection.channel(publisher_confirms=True)
         # A reply is for a caller that waits: lost with a connection, the caller answers 503
         # and the client retries, which the duplicate guard answers alike. Waiting for the

@@ -11,6 +11,7 @@ from typing import Any
 
 import aio_pika
 
+from shared import failover
 from shared.envelope import H_REASON
 from shared.topology import COMMANDS, ServiceQueue
 
@@ -40,7 +41,7 @@ def _cleaned(headers: dict[str, Any]) -> dict[str, Any]:
 async def replay(amqp_url: str, service: str, limit: int, dry_run: bool = False) -> list[str]:
     queue_name = ServiceQueue(service, ()).dead_letter_queue
     lines: list[str] = []
-    connection = await aio_pika.connect_robust(amqp_url)
+    connection = await failover.connect(amqp_url, "rehost-replay")
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         queue = await channel.declare_queue(queue_name, passive=True)

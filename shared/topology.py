@@ -74,6 +74,11 @@ async def declare_service_queue(
     return main
 
 
+# An agent's queue: replicated, like every queue of Rehost's (the broker's default number
+# of replicas, `quorum_cluster_size`: 3).
+AGENT_QUEUE: dict[str, Any] = {"x-queue-type": "quorum"}
+
+
 def agent_queue(agent_sn: str) -> str:
     """The queue an agent consumes, fed through the default exchange."""
     return f"rehost.agent.{agent_sn}"

@@ -19,7 +19,8 @@ from collections import deque
 from datetime import UTC, datetime
 
 import structlog
-from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from aio_pika.exceptions import ChannelPreconditionFailed
 from pydantic import ValidationError
 from yarl import URL
 
@@ -27,10 +28,11 @@ from shared.bus import Bus, Unavailable
 from shared.config import Settings
 from shared.contracts.scripts import AgentRun, Heartbeat, RunFinished
 from shared.envelope import build_message
+from shared.failover import node_urls
 from shared.logs import configure_logging
 from shared.service import wait_until_up
 from shared.telemetry import setup_tracing
-from shared.topology import EVENTS, agent_queue
+from shared.topology import AGENT_QUEUE, EVENTS, agent_queue
 
 from .runner import Runner
 
@@ -59,15 +61,31 @@ class Agent:
         self.domain_id = domain_id
         self.parallel = parallel
         self.runner = Runner(agent_sn)
-        self.account = URL(bus.url).user
+        self.account = URL(node_urls(bus.url)[0]).user  # one account on every node
         self._slots = asyncio.Semaphore(parallel)
+        # Runs in tasks of their own: a delivery's task ends with its channel, and a run
+        # must outlive a connection lost (and taken up again on another node) meanwhile.
+        self._runs: set[asyncio.Task[None]] = set()
         # Cancels of runs not running here (waiting, or long finished): the latest few.
         self._canceled: deque[str] = deque(maxlen=1024)
 
     async def start(self) -> None:
-        channel = await self.bus.new_channel(prefetch=self.parallel + CANCEL_HEADROOM)
-        queue = await channel.declare_queue(agent_queue(self.agent_sn), durable=True)
+        queue = await self._own_queue()
         await queue.consume(self._on_message)
+
+    async def _own_queue(self) -> AbstractQueue:
+        """Its queue, a quorum queue replicated over the cluster's nodes, so that runs
+        waiting for it outlive the loss of one; a classic one an earlier release declared
+        is kept as it is (delete it while the agent is stopped to have it replicated)."""
+        prefetch = self.parallel + CANCEL_HEADROOM
+        name = agent_queue(self.agent_sn)
+        channel = await self.bus.new_channel(prefetch=prefetch)
+        try:
+            return await channel.declare_queue(name, durable=True, arguments=AGENT_QUEUE)
+        except ChannelPreconditionFailed:
+            log.warning("agent.queue_not_replicated", queue=name)
+            channel = await self.bus.new_channel(prefetch=prefetch)
+            return await channel.declare_queue(name, passive=True)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -81,12 +99,24 @@ class Agent:
             if not self.runner.cancel(job.run_id):
                 self._canceled.append(job.run_id)  # it may still be waiting for a slot
             return
-        async with self._slots:
+        await self._slots.acquire()  # waiting, the delivery stays unacked in the queue
+        try:
             await message.ack()  # at most once: a lost run becomes TIMEOUT at the executor
+        except BaseException:
+            self._slots.release()
+            raise
+        task = asyncio.create_task(self._in_slot(job))
+        self._runs.add(task)
+        task.add_done_callback(self._runs.discard)
+
+    async def _in_slot(self, job: AgentRun) -> None:
+        try:
             if job.run_id in self._canceled:
                 await self._publish("finished", self.runner.canceled(job))
                 return
             await self._run(job)
+        finally:
+            self._slots.release()
 
     async def _run(self, job: AgentRun) -> None:
         log.info("run.started", run_id=job.run_id, kind=job.kind, timeout=job.timeout)

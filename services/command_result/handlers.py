@@ -34,11 +34,11 @@ from . import channels, results
 
 
 class CommandResultHandlers:
-    def __init__(self, store: Store, requester: Requests) -> None:
+    def __init__(self, store: Store, requester: Requests, timeout: float = 10.0) -> None:
         self.store = store
         self.requester = requester
         # Results arrive many at a time; so do the transitions they ask the registry for.
-        self.transitions = BulkSender(requester, "sms.source.transition")
+        self.transitions = BulkSender(requester, "sms.source.transition", timeout)
 
     def routes(self) -> dict[str, Handler]:
         return {

@@ -11,6 +11,8 @@ COMMAND_RESULT = ServiceDefinition(
     name="command-result",
     bindings=("sms.command.*",),
     collections={channels.COLLECTION: (), results.COLLECTION: ("server_id",)},
-    handlers=lambda store, requester, _settings: CommandResultHandlers(store, requester),
+    handlers=lambda store, requester, settings: CommandResultHandlers(
+        store, requester, settings.reply_timeout
+    ),
     health_port=lambda settings: settings.command_result_health_port,
 )

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from shared.access_keys import AccessKeys
@@ -20,9 +21,10 @@ from shared.logs import configure_logging
 from shared.service import wait_until_up
 from shared.telemetry import exporting, setup_tracing
 
-from . import commands, errors, scripts, sources, tasks, zstack
+from . import commands, console, errors, scripts, sources, tasks, zstack
 from .deps import Senders
 from .feed import EventFeed
+from .live import LiveEvents
 from .lookups import NextCommandLookups
 from .middleware import LimitBody, TraceContext
 from .next_commands import NextCommands
@@ -66,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for event_type, handler in next_commands.handlers().items():
             feed.on(event_type, handler)
         feed.on_reset(next_commands.reset)
+        live = LiveEvents(feed)  # before the feed starts: it taps every event
         await feed.start()
         freeze_startup_objects()
         app.state.bus = bus
@@ -74,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.lookups = NextCommandLookups(requester, next_commands)
         app.state.senders = Senders.over(requester)
         app.state.feed = feed
+        app.state.live = live
         yield
         await bus.close()
 
@@ -95,6 +99,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tasks.router)
     app.include_router(scripts.router)
     app.include_router(zstack.router)
+    app.include_router(console.router)
+    app.mount("/console/static", StaticFiles(directory=str(console.STATIC)), name="console")
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process serves HTTP")
     async def healthz() -> dict[str, str]:

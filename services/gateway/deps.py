@@ -44,10 +44,11 @@ class Senders:
 
     @classmethod
     def over(cls, requester: Requester) -> Senders:
+        timeout = requester.timeout
         return cls(
-            registers=BulkSender(requester, "sms.source.register"),
-            results=BulkSender(requester, "sms.command.report_result"),
-            progress=BulkSender(requester, "sms.task.progress"),
+            registers=BulkSender(requester, "sms.source.register", timeout),
+            results=BulkSender(requester, "sms.command.report_result", timeout),
+            progress=BulkSender(requester, "sms.task.progress", timeout),
         )
 
 

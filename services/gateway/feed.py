@@ -9,13 +9,17 @@ reconnects after that finds it gone, or whose queue the broker deleted under it,
 new one and then tells its read models to start afresh (`on_reset`): in that order, so
 that whatever a read model learns after the reset is from events the new queue holds or
 from answers read after it was bound.
+
+Beside the read models' event types, patterns are bound only while someone watches them
+(`watch`, the operator console's live streams): every gateway process would otherwise
+decode every event of the system for nobody.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 import structlog
@@ -35,6 +39,7 @@ from shared.topology import EVENTS
 
 log = structlog.get_logger(__name__)
 EventHandler = Callable[[dict[str, Any]], None]
+Tap = Callable[[dict[str, Any], dict[str, Any]], None]  # every event, and its AMQP headers
 
 
 class EventFeed:
@@ -45,8 +50,11 @@ class EventFeed:
         self.prefetch = prefetch
         self._handlers: dict[str, list[EventHandler]] = {}
         self._resets: list[Callable[[], None]] = []
+        self._taps: list[Tap] = []
+        self._watched: dict[str, int] = {}  # pattern -> watchers
         self._channel: AbstractRobustChannel | None = None
         self._tag: str | None = None
+        self._queue: AbstractRobustQueue | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.consuming = False
 
@@ -57,6 +65,41 @@ class EventFeed:
 
     def on_reset(self, callback: Callable[[], None]) -> None:
         self._resets.append(callback)
+
+    def tap(self, callback: Tap) -> None:
+        """Calls `callback` with every event the queue receives, whatever its type."""
+        self._taps.append(callback)
+
+    async def watch(self, patterns: tuple[str, ...]) -> None:
+        """Binds the queue to `patterns` too, for as long as someone watches them."""
+        for pattern in patterns:
+            self._watched[pattern] = self._watched.get(pattern, 0) + 1
+            if self._watched[pattern] == 1 and self._queue is not None:
+                await self._queue.bind(EVENTS, routing_key=pattern, robust=False)
+
+    def unwatch(self, patterns: tuple[str, ...]) -> None:
+        """Nobody watches `patterns` any more (once each `watch` is undone): unbound in the
+        background, since a watcher often leaves by being cancelled."""
+        unwatched = []
+        for pattern in patterns:
+            self._watched[pattern] -= 1
+            if self._watched[pattern] == 0:
+                del self._watched[pattern]
+                if pattern not in self._handlers:
+                    unwatched.append(pattern)
+        if unwatched and self._queue is not None:
+            self._in_background(self._unbind(self._queue, unwatched))
+
+    async def _unbind(self, queue: AbstractRobustQueue, patterns: list[str]) -> None:
+        for pattern in patterns:
+            if pattern not in self._watched:  # not watched again meanwhile
+                with contextlib.suppress(Exception):  # gone with the connection: unbound
+                    await queue.unbind(EVENTS, routing_key=pattern)
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def start(self) -> None:
         connection = self.bus.connection
@@ -75,8 +118,9 @@ class EventFeed:
             arguments={"x-queue-type": "quorum", "x-expires": self.expires_ms},
             robust=False,
         )
-        for event_type in self._handlers:
-            await queue.bind(EVENTS, routing_key=event_type, robust=False)
+        for key in {*self._handlers, *self._watched}:
+            await queue.bind(EVENTS, routing_key=key, robust=False)
+        self._queue = queue
         self._tag = await queue.consume(self._on_message, robust=False)
         underlay = await self._channel.get_underlay_channel()
         underlay.on_consumer_cancel_callbacks.add(self._on_cancel)
@@ -103,9 +147,7 @@ class EventFeed:
         log.warning("feed.cancelled", queue=self.queue_name)
         # Not awaited here: the channel's reader runs this callback and must go on reading
         # for the declarations that follow to be answered.
-        task = asyncio.create_task(self._resubscribe())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._in_background(self._resubscribe())
 
     async def _resubscribe(self) -> None:
         await self._subscribe()
@@ -132,4 +174,10 @@ class EventFeed:
             # it starts afresh, answering from the owners until it knows again.
             log.exception("feed.event_failed", routing_key=message.routing_key)
             self._reset()
+        else:
+            for tap in self._taps:
+                try:
+                    tap(event, dict(message.headers or {}))
+                except Exception:  # a watcher's trouble is its own, not the read models'
+                    log.exception("feed.tap_failed", routing_key=message.routing_key)
         await message.ack()

@@ -42,6 +42,7 @@ class Load:
         self.domain = domain
         self.acknowledged: dict[str, str] = {}  # hostname -> id, for every 200
         self.statuses: list[int] = []
+        self.answered_at: list[float] = []  # monotonic, one for each status
         self.slowest = 0.0
         self.bad: list[str] = []
         self._stop = asyncio.Event()
@@ -56,11 +57,13 @@ class Load:
                 )
             except httpx.TransportError as exc:
                 self.statuses.append(0)
+                self.answered_at.append(time.monotonic())
                 self.bad.append(repr(exc))
                 await asyncio.sleep(0.1)
                 continue
             self.slowest = max(self.slowest, time.monotonic() - started)
             self.statuses.append(response.status_code)
+            self.answered_at.append(time.monotonic())
             if response.status_code not in (200, 503):
                 self.bad.append(response.text)
             if response.status_code == 200:

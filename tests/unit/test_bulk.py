@@ -94,7 +94,7 @@ async def test_a_lone_request_goes_plain_and_those_that_wait_go_together() -> No
         return await original(*args, **kwargs)
 
     requester.request = slow  # type: ignore[method-assign]
-    sender = BulkSender(requester, "sms.x.do")
+    sender = BulkSender(requester, "sms.x.do", timeout=10)
     first = asyncio.create_task(sender.send("d", "k1", {"n": 1}, message_id="m1"))
     await asyncio.sleep(0)
     rest = [asyncio.create_task(sender.send("d", f"k{i}", {"n": i})) for i in (2, 3)]
@@ -106,3 +106,22 @@ async def test_a_lone_request_goes_plain_and_those_that_wait_go_together() -> No
     assert requester.keys() == ["sms.x.do", "sms.x.do_many"]
     assert requester.sent[0][2] == "m1"  # a lone request keeps its id
     assert [i["key"] for i in requester.sent[1][1]["items"]] == ["k2", "k3"]
+
+
+async def test_a_request_that_waited_behind_another_goes_with_the_time_it_has_left() -> None:
+    timeouts: list[float] = []
+
+    class Slow:
+        async def request(self, *args: Any, timeout: float | None = None, **kwargs: Any) -> Reply:
+            timeouts.append(timeout or 0.0)
+            await asyncio.sleep(0.2)  # the first is still on its way when the second comes
+            raise Unavailable("no reply in time")
+
+    sender = BulkSender(Slow(), "sms.x.do", timeout=0.3)  # type: ignore[arg-type]
+    first = asyncio.create_task(sender.send("d", "k1", {"n": 1}))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(sender.send("d", "k2", {"n": 2}))
+    for waiting in (first, second):
+        with pytest.raises(Unavailable):
+            await waiting
+    assert len(timeouts) == 2 and timeouts[1] < 0.15  # not a second full timeout
