@@ -1,6 +1,6 @@
 """A three-node RabbitMQ cluster on this machine, beside its own broker, for the tests.
 
-Each node is a `rabbitmq-server -detached` of its own (node name `rcN@localhost`, its own
+Each node is a `rabbitmq-server -detached` of its own (node name `rcN-<run>@localhost`, its own
 AMQP and distribution ports, data and log directories owned by the `rabbitmq` user, and a
 config file whose listener is its port: the machine's own config pins 5672). The second
 and third join the first. A node is lost the hard way, `kill -9` of its Erlang VM, and
@@ -104,8 +104,10 @@ class Cluster:
     @classmethod
     def start(cls, size: int = 3) -> Cluster:
         base = Path(tempfile.mkdtemp(prefix="rehost-cluster-"))
+        run = uuid.uuid4().hex[:6]  # node names of this run's own: a stale node never collides
         nodes = [
-            Node(f"rc{i}", free_port(), free_port(), base / f"rc{i}") for i in range(1, size + 1)
+            Node(f"rc{i}-{run}", free_port(), free_port(), base / f"rc{i}")
+            for i in range(1, size + 1)
         ]
         cluster = cls(nodes)
         try:
