@@ -41,7 +41,7 @@ from bench.fixtures import (
     started_servers,
     token,
 )
-from bench.fleet import largest_fleet
+from bench.fleet import largest_fleet, run_fleet
 from bench.freshness import measure as measure_freshness
 from bench.load import Result, at_rate, wrk
 from tests.support import broker, mongo
@@ -608,12 +608,20 @@ async def fleet_rows(amqp_url: str, quick: bool) -> list[str]:
             await drained(amqp_url)
             with CpuShare(groups(system)) as cpu:
                 best, runs = await largest_fleet(url, bearer, servers, tasks, steps)
+            half = (best.agents if best else steps[0]) // 2
+            tails = [
+                await run_fleet(url, bearer, servers[:half], tasks[: half // 10])
+                for _ in range(1 if quick else 3)
+            ]
             fresh = servers[steps[-1] // 10 :][:50]  # polled by the fleet, without tasks
             freshness = await measure_freshness(url, bearer, fresh)
         finally:
             system.stop_all()
     handed, stale = freshness.describe()
     largest = f"**{best.agents}**" if best else "none"
+    tail = Tail(
+        rate=statistics.median(t.polls_per_s for t in tails), p99s=[t.p99_ms for t in tails]
+    )
     return [
         row(
             "largest fleet polling every 5 s (10 % also reporting progress every 10 s) with "
@@ -624,6 +632,12 @@ async def fleet_rows(amqp_url: str, quick: bool) -> list[str]:
         ),
         *(row(f"fleet of {r.agents}", r.describe().split(": ", 1)[1], "", None) for r in runs),
         row("CPU cores in use over the fleet runs", cpu.describe(), "", None),
+        row(
+            f"polls at half that fleet ({half} agents, {tail.rate:.0f} polls/s): p99 (ms)",
+            tail.describe(),
+            "target ≤ 25",
+            None,
+        ),
         row(
             "a queued command handed out to the agent after its task's start (ms)", handed, "", None
         ),

@@ -22,7 +22,7 @@ from shared.auth import Principal, TokenExpired, TokenInvalid, VerifiedTokens, m
 from shared.contracts.errors import SMS_ERRORS
 from shared.errors import ApiError, SmsCode
 
-from .deps import authenticate
+from .deps import authenticate, forbid
 from .live import LiveEvents
 
 router = APIRouter(prefix="/console", tags=["operator console"], responses=SMS_ERRORS)
@@ -130,6 +130,11 @@ async def stream(
 ) -> StreamingResponse:
     live: LiveEvents = request.app.state.live
     readable = tuple(prefix for prefix, action in READ_ACTIONS.items() if caller.allows(action))
+    if not readable:
+        forbid(
+            "You do not have permission to perform action sms:server:queryServer (or any "
+            "other read of events) on resource stream."
+        )
     return StreamingResponse(
         live.stream(caller.domain_id, readable),
         media_type="text/event-stream",

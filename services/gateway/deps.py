@@ -134,12 +134,12 @@ def _check_scope(headers: dict[str, str], domain_id: str, project_ids: tuple[str
     asked_domain = headers.get("x-domain-id")
     asked_project = headers.get("x-project-id")
     if asked_domain and asked_domain != domain_id:
-        _forbid(f"The access key does not act in domain {asked_domain}.")
+        forbid(f"The access key does not act in domain {asked_domain}.")
     if asked_project and project_ids and asked_project not in project_ids:
-        _forbid(f"The access key does not act in project {asked_project}.")
+        forbid(f"The access key does not act in project {asked_project}.")
 
 
-def _forbid(detail: str) -> None:
+def forbid(detail: str) -> None:
     message = f"The current account does not have the permission to execute policy. {detail}"
     raise ApiError(SmsCode.FORBIDDEN, message, [detail])
 
@@ -153,7 +153,7 @@ async def authenticate(request: Request, token: str | None) -> Principal:
 
 def _allowed(who: Principal, action: str) -> Principal:
     if not who.allows(action):
-        _forbid(f"You do not have permission to perform action {action} on resource server.")
+        forbid(f"You do not have permission to perform action {action} on resource server.")
     return who
 
 

@@ -240,6 +240,9 @@ async def test_the_stream_refuses_without_credentials(client: httpx.AsyncClient)
     for headers in ({}, {"X-Auth-Token": "not-a-token"}):
         response = await client.get("/console/stream", headers=headers)
         assert response.status_code == 401 and response.json()["error_code"].startswith("SMS.900")
+    blind = {"X-Auth-Token": token("domain-a", ["sms:task:create"])}  # may read no events
+    response = await client.get("/console/stream", headers=blind)
+    assert response.status_code == 403 and response.json()["error_code"] == "SMS.9004"
 
 
 async def test_rehost_watch_draws_a_tasks_progress(
