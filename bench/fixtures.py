@@ -136,3 +136,17 @@ async def answered(http: httpx.AsyncClient, path: str, body: object, field: str 
             break
         await asyncio.sleep(1)
     raise RuntimeError(f"{path}: {response.status_code} {response.text[:300]}")
+
+
+def progress_report(percent: int) -> dict[str, object]:
+    """An UpdateTaskSpeed report as an agent sends it, at `percent` of a 1 GB migration."""
+    return {
+        "subtask_name": "MIGRATE_LINUX_FILE",
+        "progress": percent,
+        "replicatesize": percent * 10_000_000,
+        "totalsize": 1_000_000_000,
+        "migrate_speed": 95.5,
+        "remain_time": (100 - percent) * 6,
+        "total_cpu_usage": 30.0,
+        "agent_cpu_usage": 3.5,
+    }

@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from bench.fixtures import progress_report
+
 POLL_EVERY = 5.0
 PROGRESS_EVERY = 10.0
 JITTER = 0.1
@@ -178,19 +180,7 @@ def _request(host: str, method: str, path: str, token: str, body: bytes = b"") -
 
 
 def _progress_body(task_index: int) -> bytes:
-    percent = 1 + task_index % 98
-    return json.dumps(
-        {
-            "subtask_name": "MIGRATE_LINUX_FILE",
-            "progress": percent,
-            "replicatesize": percent * 10_000_000,
-            "totalsize": 1_000_000_000,
-            "migrate_speed": 95.5,
-            "remain_time": (100 - percent) * 6,
-            "total_cpu_usage": 30.0,
-            "agent_cpu_usage": 3.5,
-        }
-    ).encode()
+    return json.dumps(progress_report(1 + task_index % 98)).encode()
 
 
 def _schedule(

@@ -34,6 +34,7 @@ from bench.fixtures import (
     SECRET,
     SMALL,
     preload_registers,
+    progress_report,
     register_bodies,
     registered,
     small_bodies,
@@ -174,17 +175,8 @@ def progress_requests(task_ids: list[str]) -> list[tuple[str, str]]:
     requests = []
     for percent in range(1, 100, 7):
         for task_id in task_ids:
-            body = {
-                "subtask_name": "MIGRATE_LINUX_FILE",
-                "progress": percent,
-                "replicatesize": percent * 10_000_000,
-                "totalsize": 1_000_000_000,
-                "migrate_speed": 95.5,
-                "remain_time": (100 - percent) * 6,
-                "total_cpu_usage": 30.0,
-                "agent_cpu_usage": 3.5,
-            }
-            requests.append((f"/v3/tasks/{task_id}/progress", json.dumps(body)))
+            body = json.dumps(progress_report(percent))
+            requests.append((f"/v3/tasks/{task_id}/progress", body))
     return requests
 
 

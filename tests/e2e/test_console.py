@@ -29,7 +29,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import auth, token
 from tests.e2e.helpers import act, create_task, eventually, ok, register, server_body
-from tests.e2e.test_scripts import COC, consuming, create_script, execute, wait_done
+from tests.e2e.test_scripts import COC, create_script, execute, start_agents, wait_done
 from tests.support.processes import System
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -175,10 +175,7 @@ def _value(browser: WebDriver, css: str) -> int | None:
 
 @pytest.fixture(scope="module")
 async def agents(system: System, amqp_url: str) -> Any:
-    started = [system.add_agent(sn) for sn in AGENTS]
-    for agent in started:
-        agent.start()
-    await consuming(amqp_url, AGENTS)
+    await start_agents(system, amqp_url, AGENTS)
     yield AGENTS
     for sn in AGENTS:
         system.discard(f"agent-{sn}")

@@ -23,7 +23,7 @@ from tests.conftest import token
 from tests.e2e.helpers import eventually, ok
 from tests.support import broker
 from tests.support.integrator import event_tap
-from tests.support.processes import System
+from tests.support.processes import Process, System
 
 EXAMPLE = json.loads(
     (Path(__file__).parents[1] / "fixtures" / "coc-execute-script-example.json").read_text()
@@ -42,10 +42,7 @@ def assert_coc_error(response: httpx.Response, status: int, code: str) -> dict[s
 @pytest.fixture(scope="module")
 async def fleet(system: System, amqp_url: str) -> AsyncIterator[list[str]]:
     """Thirty real agent processes on this machine."""
-    agents = [system.add_agent(sn) for sn in FLEET]
-    for agent in agents:
-        agent.start()
-    await consuming(amqp_url, FLEET)
+    agents = await start_agents(system, amqp_url, FLEET)
     yield FLEET
     for agent in agents:
         agent.stop()
@@ -56,6 +53,15 @@ async def coc(system: System, fleet: list[str], amqp_url: str) -> AsyncIterator[
     async with httpx.AsyncClient(base_url=system.gateway_url, timeout=30, headers=COC) as http:
         await _all_online(http, fleet)
         yield http
+
+
+async def start_agents(system: System, amqp_url: str, agents: list[str]) -> list[Process]:
+    """Real agent processes, each with its SN, once every one consumes its queue."""
+    started = [system.add_agent(sn) for sn in agents]
+    for agent in started:
+        agent.start()
+    await consuming(amqp_url, agents)
+    return started
 
 
 async def consuming(amqp_url: str, agents: list[str], timeout: float = 90) -> None:
