@@ -34,6 +34,8 @@ from shared.store.base import (
     StoreUnavailable,
 )
 
+OPERATION_TIMEOUT_MS = 10_000
+
 # Server error codes that say "not now" (shutdown, elections, a node catching up), not
 # "never": the operation may succeed on a later try.
 TRANSIENT_CODES = frozenset(
@@ -51,6 +53,7 @@ def classified(exc: Exception) -> Exception:
     )
     transient = (
         isinstance(exc, ConnectionFailure | ExecutionTimeout | WTimeoutError)
+        or (isinstance(exc, PyMongoError) and exc.timeout)  # client-side, whatever its class
         or labelled
         or (isinstance(exc, OperationFailure) and exc.code in TRANSIENT_CODES)
     )
@@ -67,7 +70,14 @@ class MongoStore:
         self._indexed_fields: set[tuple[str, str]] = set()
 
     async def open(self) -> None:
-        self._client = AsyncMongoClient(self.url, serverSelectionTimeoutMS=3000, tz_aware=True)
+        # A server that stops answering mid-operation must not hold a handler forever
+        # (pymongo waits on a socket without end by default): past OPERATION_TIMEOUT_MS an
+        # operation fails as StoreUnavailable and its message is held and tried again. A
+        # `timeoutMS` in the URL wins.
+        options: dict[str, Any] = {"serverSelectionTimeoutMS": 3000, "tz_aware": True}
+        if "timeoutms=" not in self.url.lower():
+            options["timeoutMS"] = OPERATION_TIMEOUT_MS
+        self._client = AsyncMongoClient(self.url, **options)
 
     async def close(self) -> None:
         if self._client is not None:

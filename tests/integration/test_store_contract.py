@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -23,10 +25,12 @@ from shared.store import (
     DuplicateKey,
     Query,
     Store,
+    StoreUnavailable,
     open_store,
 )
 from shared.store import mongo_queries as q
 from shared.store.base import APPLIED_MEMORY
+from tests.support.proxy import FreezingProxy
 
 
 def doc(doc_id: str | None = None, key: str | None = None, **data: object) -> Document:
@@ -304,6 +308,32 @@ class TestMongoStore(StoreContract):
         client = store._client  # type: ignore[attr-defined]
         await client.drop_database(database)
         await store.close()
+
+
+async def test_a_mongodb_server_that_stops_answering_fails_operations_in_time(
+    mongodb_url: str,
+) -> None:
+    """Not a handler held forever on a silent socket: StoreUnavailable, so the message is
+    held and tried again (here with the URL's own timeoutMS, the adapter's default 10 s)."""
+    address = urlsplit(mongodb_url)
+    proxy = FreezingProxy(address.hostname or "127.0.0.1", address.port or 27017)
+    port = await proxy.start()
+    store = open_store(
+        f"mongodb://127.0.0.1:{port}/rehost_frozen_{uuid.uuid4().hex[:8]}?timeoutMS=1500&directConnection=true"
+    )
+    await store.open()
+    try:
+        stored = doc()
+        await store.save("things", Change(stored, 0))
+        assert await store.get("things", stored.id) is not None
+        proxy.freeze()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await store.get("things", stored.id)
+        assert time.monotonic() - started < 5
+    finally:
+        await store.close()
+        await proxy.stop()
 
 
 def test_unknown_store_scheme_is_refused() -> None:
