@@ -67,7 +67,8 @@ def bulk(handler: Handler) -> Handler:
     """The `<key>_many` handler of the plain handler `handler`."""
 
     async def many(incoming: Incoming) -> Reply:
-        items = BulkRequest.model_validate_json(incoming.body).items
+        # Parsed once, as plain values: each item's body is validated by its handler alone.
+        items = BulkRequest.model_validate(jsoncodec.loads(incoming.body)).items
         replies: list[Reply] = [Reply(status=500)] * len(items)
         by_key: dict[str, list[int]] = {}
         for index, item in enumerate(items):
@@ -80,7 +81,8 @@ def bulk(handler: Handler) -> Handler:
                     incoming,
                     routing_key=incoming.routing_key.removesuffix(SUFFIX),
                     message_id=item.message_id or derived_id(incoming.message_id, f"item-{index}"),
-                    body=jsoncodec.dump_bytes(item.body),
+                    body=b"",
+                    decoded=item.body,
                     reply_to=None,
                     correlation_id=None,
                 )

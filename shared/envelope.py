@@ -7,11 +7,10 @@ trace context and, for requests, where to reply.
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
@@ -26,6 +25,7 @@ H_ACTOR = "actor"
 H_SCHEMA = "schema_version"
 H_REASON = "x-rehost-reason"
 H_DELIVERY_COUNT = "x-delivery-count"
+M = TypeVar("M", bound=BaseModel)
 
 
 def new_id() -> str:
@@ -117,9 +117,19 @@ class Incoming:
     delivery_count: int
     headers: dict[str, Any] = field(default_factory=dict)
     user_id: str | None = None  # the publisher's broker account, which RabbitMQ validated
+    # The body already parsed, when it came as an item of a bulk message (shared/bulk.py):
+    # validated from these values, it is not encoded again only to be parsed again.
+    decoded: dict[str, Any] | None = None
 
     def json(self) -> Any:
-        return json.loads(self.body)
+        """The body as plain values."""
+        return self.decoded if self.decoded is not None else jsoncodec.loads(self.body)
+
+    def read(self, model: type[M]) -> M:
+        """The body as `model`, validated."""
+        if self.decoded is not None:
+            return model.model_validate(self.decoded)
+        return model.model_validate_json(self.body)
 
 
 def _text(value: Any) -> str | None:

@@ -52,7 +52,7 @@ class CommandResultHandlers:
 
     async def report_result(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
-        report = ReportResult.model_validate_json(incoming.body)
+        report = incoming.read(ReportResult)
         reason = str(report.result_detail)[:1024] if report.result == "fail" else None
         transition = TransitionRequest(
             server_id=report.server_id,
@@ -98,7 +98,7 @@ class CommandResultHandlers:
 
     async def enqueue(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
-        command = EnqueueCommand.model_validate_json(incoming.body)
+        command = incoming.read(EnqueueCommand)
         return await apply(
             self.store,
             channels.COLLECTION,
@@ -120,7 +120,7 @@ class CommandResultHandlers:
         gateway's read model keeps): one read of the channels, and one question to the
         registry for the servers that have none."""
         domain_id = tenant(incoming)
-        asked = SourceServerIds.model_validate_json(incoming.body).server_ids
+        asked = incoming.read(SourceServerIds).server_ids
         found = await self.store.get_many(channels.COLLECTION, asked)
         mine = {i: doc for i, doc in found.items() if doc.domain_id == domain_id}
         others = [i for i in asked if i not in mine]
@@ -133,7 +133,7 @@ class CommandResultHandlers:
     async def _channel_of(self, incoming: Incoming) -> NextCommand | Reply:
         """The server's next command, or the registry's 404 when the tenant has no such server."""
         domain_id = tenant(incoming)
-        query = ServerCommandsQuery.model_validate_json(incoming.body)
+        query = incoming.read(ServerCommandsQuery)
         channel = await self.store.get(channels.COLLECTION, query.server_id)
         if channel is None or channel.domain_id != domain_id:
             if (missing := await self._unknown_server(query.server_id, domain_id)) is not None:
@@ -144,7 +144,7 @@ class CommandResultHandlers:
     @query
     async def list_results(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
-        query = ServerCommandsQuery.model_validate_json(incoming.body)
+        query = incoming.read(ServerCommandsQuery)
         page = await self.store.find(
             results.COLLECTION,
             Query(

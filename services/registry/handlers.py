@@ -46,7 +46,7 @@ class RegistryHandlers:
 
     async def register(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
-        body = SourceServerBody.model_validate_json(incoming.body)
+        body = incoming.read(SourceServerBody)
         server_id = new_id()
 
         async def load() -> Document | None:
@@ -80,7 +80,7 @@ class RegistryHandlers:
 
     async def delete(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
-        ref = SourceServerRef.model_validate_json(incoming.body)
+        ref = incoming.read(SourceServerRef)
         return await self._on_server(
             incoming,
             ref.server_id,
@@ -91,7 +91,7 @@ class RegistryHandlers:
         """Each server follows the single-delete rules. All are checked first: when one
         may not be deleted, the answer is its refusal and none is deleted."""
         domain_id = tenant(incoming)
-        request = DeleteSources.model_validate_json(incoming.body)
+        request = incoming.read(DeleteSources)
         ids = list(dict.fromkeys(request.ids))
         found = await self.store.get_many(COLLECTION, ids)
         for server_id in ids:
@@ -130,7 +130,7 @@ class RegistryHandlers:
     @query
     async def get(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
-        ref = SourceServerRef.model_validate_json(incoming.body)
+        ref = incoming.read(SourceServerRef)
         doc = visible(await self.store.get(COLLECTION, ref.server_id), domain_id)
         if doc is None:
             return reject(
@@ -142,7 +142,7 @@ class RegistryHandlers:
     async def known(self, incoming: Incoming) -> Reply:
         """Which of these servers the tenant has (one read for them all)."""
         domain_id = tenant(incoming)
-        asked = SourceServerIds.model_validate_json(incoming.body)
+        asked = incoming.read(SourceServerIds)
         found = await self.store.get_many(COLLECTION, asked.server_ids)
         ids = [i for i in asked.server_ids if visible(found.get(i), domain_id) is not None]
         return Reply(status=200, body=SourceServerIds(server_ids=ids).model_dump())
@@ -150,7 +150,7 @@ class RegistryHandlers:
     @query
     async def list(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
-        query = ListSources.model_validate_json(incoming.body)
+        query = incoming.read(ListSources)
         if query.id is not None:
             doc = visible(await self.store.get(COLLECTION, query.id), domain_id)
             hits = [doc] if doc is not None and sources.matches(doc, query) else []
@@ -162,7 +162,7 @@ class RegistryHandlers:
 
     async def transition(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
-        request = TransitionRequest.model_validate_json(incoming.body)
+        request = incoming.read(TransitionRequest)
         return await self._on_server(
             incoming,
             request.server_id,
@@ -171,14 +171,14 @@ class RegistryHandlers:
 
     async def claim(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
-        request = TaskClaim.model_validate_json(incoming.body)
+        request = incoming.read(TaskClaim)
         return await self._on_server(
             incoming, request.server_id, lambda current: sources.claim(current, request, domain_id)
         )
 
     async def release(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
-        request = TaskClaim.model_validate_json(incoming.body)
+        request = incoming.read(TaskClaim)
         return await self._on_server(
             incoming,
             request.server_id,

@@ -107,7 +107,8 @@ def _not_settable(name: str, value: Any, why: str) -> Decision:
 
 
 def _create(body: SourceServerBody, domain_id: str, new_id: str, now: datetime) -> Decision:
-    if (refused := _lifecycle_fields(_sent_fields(body), {})) is not None:
+    sent = _sent_fields(body)
+    if (refused := _lifecycle_fields(sent, {})) is not None:
         return refused
     missing = [f for f in REQUIRED_FOR_REGISTRATION if getattr(body, f) in (None, "")]
     if not body.hostname and not body.name:
@@ -121,7 +122,7 @@ def _create(body: SourceServerBody, domain_id: str, new_id: str, now: datetime) 
     data = {
         "state": "waiting",
         "connected": True,  # its agent registered it
-        **_sent_fields(body),
+        **sent,
         "add_date": int(now.timestamp() * 1000),  # epoch ms, as SMS (and its SDKs) have it
         "created_at": stamp,
         "updated_at": stamp,

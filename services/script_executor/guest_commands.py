@@ -38,7 +38,7 @@ class GuestCommands:
         answered when the agent reports (or the run expires), so no delivery is held while
         the command runs."""
         domain_id = tenant(incoming)
-        command = VmCommand.model_validate_json(incoming.body)
+        command = incoming.read(VmCommand)
         vm_uuid = command.params.vmInstanceUuid
         found = await self.store.find(
             AGENTS, Query(domain_id=domain_id, equals={"vm_uuid": vm_uuid}, limit=1)

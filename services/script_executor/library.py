@@ -21,7 +21,7 @@ class ScriptLibrary:
 
     async def create_script(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
-        body = ScriptBody.model_validate_json(incoming.body)
+        body = incoming.read(ScriptBody)
         script_uuid = derived_id(incoming.message_id, "script")
         return await apply(
             self.store,
@@ -33,7 +33,7 @@ class ScriptLibrary:
 
     @query
     async def get_script(self, incoming: Incoming) -> Reply:
-        ref = ScriptRef.model_validate_json(incoming.body)
+        ref = incoming.read(ScriptRef)
         script = await self.script(ref.script_uuid, tenant(incoming))
         if script is None:
             return scripts.not_found(ref.script_uuid)
@@ -41,7 +41,7 @@ class ScriptLibrary:
 
     @query
     async def list_scripts(self, incoming: Incoming) -> Reply:
-        page = ScriptPage.model_validate_json(incoming.body)
+        page = incoming.read(ScriptPage)
         found = await self.store.find(
             scripts.COLLECTION,
             Query(domain_id=tenant(incoming), limit=page.limit, offset=page.offset),
@@ -51,7 +51,7 @@ class ScriptLibrary:
 
     async def delete_script(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
-        ref = ScriptRef.model_validate_json(incoming.body)
+        ref = incoming.read(ScriptRef)
         return await apply(
             self.store,
             scripts.COLLECTION,

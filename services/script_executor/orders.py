@@ -87,7 +87,7 @@ class Orders:
 
     async def execute(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
-        command = ExecuteCommand.model_validate_json(incoming.body)
+        command = incoming.read(ExecuteCommand)
         script = await self.library.script(command.script_uuid, domain_id)
         if script is None:
             return scripts.not_found(command.script_uuid)
@@ -126,7 +126,7 @@ class Orders:
 
     async def _read_order(self, incoming: Incoming, view: Callable[[Execution], Any]) -> Reply:
         """`{"data": view(execution)}`, or 404 when the caller's domain has no such execution."""
-        ref = OrderRef.model_validate_json(incoming.body)
+        ref = incoming.read(OrderRef)
         doc = await self._execution(ref.execute_uuid, tenant(incoming))
         if doc is None:
             return execution_not_found(ref.execute_uuid)
@@ -138,7 +138,7 @@ class Orders:
 
     @query
     async def list_orders(self, incoming: Incoming) -> Reply:
-        query = OrderQuery.model_validate_json(incoming.body)
+        query = incoming.read(OrderQuery)
         internal = {"ABNORMAL": "FINISHED"}.get(query.status or "", query.status)
         equals = {"status": internal} if internal else {}
         found = await find_all(
@@ -156,7 +156,7 @@ class Orders:
 
     @query
     async def order_batch(self, incoming: Incoming) -> Reply:
-        ref = OrderRef.model_validate_json(incoming.body)
+        ref = incoming.read(OrderRef)
         doc = await self._execution(ref.execute_uuid, tenant(incoming))
         if doc is None:
             return execution_not_found(ref.execute_uuid)
@@ -179,7 +179,7 @@ class Orders:
 
     async def operate(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
-        command = OrderOperationCommand.model_validate_json(incoming.body)
+        command = incoming.read(OrderOperationCommand)
         doc = await self._execution(command.execute_uuid, domain_id)
         if doc is None:
             return execution_not_found(command.execute_uuid)

@@ -59,7 +59,7 @@ class AgentReports:
         )
 
     async def allow_agent(self, incoming: Incoming) -> Reply:
-        binding = AgentBinding.model_validate_json(incoming.body)
+        binding = incoming.read(AgentBinding)
         reply = await apply(
             self.store,
             AGENTS,
@@ -71,7 +71,7 @@ class AgentReports:
         return reply
 
     async def heartbeat(self, incoming: Incoming) -> None:
-        beat = Heartbeat.model_validate_json(incoming.body)
+        beat = incoming.read(Heartbeat)
         claim = Claim.of(incoming)
         current = await self.store.get(AGENTS, claim.agent_sn)
         first_use = None
@@ -97,7 +97,7 @@ class AgentReports:
         return bool(found.items)
 
     async def run_finished(self, incoming: Incoming) -> None:
-        result = RunFinished.model_validate_json(incoming.body)
+        result = incoming.read(RunFinished)
         claim = Claim.of(incoming)
         binding = agents.check(await self.store.get(AGENTS, claim.agent_sn), claim, result.agent_sn)
         if result.run_id.startswith(vm_commands.PREFIX):

@@ -72,7 +72,7 @@ class TaskLockHandlers:
 
     async def create(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
-        body = TaskBody.model_validate_json(incoming.body)
+        body = incoming.read(TaskBody)
         task_id = derived_id(incoming.message_id, "task")
         claim = TaskClaim(server_id=body.source_server.id, task_id=task_id)
         claimed = await self._registry("sms.source.claim", claim, domain_id, incoming, "claim")
@@ -91,7 +91,7 @@ class TaskLockHandlers:
         """The four steps of the module's docstring: (1) the lock, (2) the source server,
         (3) the task with its outbox, which (4) the relay publishes."""
         domain_id = tenant(incoming)
-        command = TaskActionCommand.model_validate_json(incoming.body)
+        command = incoming.read(TaskActionCommand)
         task = await self._task(command.task_id, domain_id)
         if task is None:
             return tasks.not_found(command.task_id).reply
@@ -183,7 +183,7 @@ class TaskLockHandlers:
 
     async def unlock(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
-        ref = TaskRef.model_validate_json(incoming.body)
+        ref = incoming.read(TaskRef)
         task = await self._task(ref.task_id, domain_id)
         if task is None:
             return tasks.not_found(ref.task_id).reply
@@ -191,14 +191,14 @@ class TaskLockHandlers:
         return Reply(status=200, body={})
 
     async def delete(self, incoming: Incoming) -> Reply:
-        ref = TaskRef.model_validate_json(incoming.body)
+        ref = incoming.read(TaskRef)
         return await self._delete(incoming.message_id, ref.task_id, tenant(incoming))
 
     async def delete_many(self, incoming: Incoming) -> Reply:
         """Each task follows the single-delete rules. All are checked first: when one may
         not be deleted, the answer is its refusal and none is deleted."""
         domain_id = tenant(incoming)
-        ids = list(dict.fromkeys(DeleteTasks.model_validate_json(incoming.body).ids))
+        ids = list(dict.fromkeys(incoming.read(DeleteTasks).ids))
         found = await self.store.get_many(tasks.COLLECTION, ids)
         for task_id in ids:
             doc = found.get(task_id)
@@ -240,7 +240,7 @@ class TaskLockHandlers:
 
     async def progress(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
-        report = TaskProgressCommand.model_validate_json(incoming.body)
+        report = incoming.read(TaskProgressCommand)
         return await apply(
             self.store,
             tasks.COLLECTION,
@@ -252,7 +252,7 @@ class TaskLockHandlers:
     @query
     async def get(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
-        ref = TaskRef.model_validate_json(incoming.body)
+        ref = incoming.read(TaskRef)
         task = await self._task(ref.task_id, domain_id)
         if task is None:
             return tasks.not_found(ref.task_id).reply
@@ -261,7 +261,7 @@ class TaskLockHandlers:
     @query
     async def list(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
-        query = ListTasks.model_validate_json(incoming.body)
+        query = incoming.read(ListTasks)
         equals = {
             k: v
             for k, v in (("state", query.state), ("source_server_id", query.source_server_id))
@@ -283,7 +283,7 @@ class TaskLockHandlers:
 
     async def source_state_changed(self, incoming: Incoming) -> None:
         """Follows the source server: its new state may finish, abort or fail the task."""
-        event = Event.model_validate_json(incoming.body)
+        event = incoming.read(Event)
         server_id, to = event.data["server_id"], event.data["to"]
         page = await self.store.find(
             tasks.COLLECTION,

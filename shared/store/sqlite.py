@@ -8,6 +8,12 @@ the writes waiting when a commit starts share one transaction (each in its own
 savepoint, so one conflict fails only its own write) and one fsync, and each
 caller returns only once that commit is durable.
 
+The WAL is copied back into the database by a checkpointer of its own (a third
+connection and thread), not by whichever commit happens to cross the WAL's size limit:
+that commit waited for the copy and its fsync, a stall of 10–15 ms that every write
+queued behind it shared. A passive checkpoint never blocks a writer; the writer's own
+automatic checkpoint stays as the backstop, at a larger size.
+
 Reads by id (and the outbox's) run on the event loop's own thread, on a second
 connection: WAL lets it read what was last committed while the writer writes, and a
 point read costs less than handing it to the writer's thread and back (the hand-off
@@ -27,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+import structlog
 from opentelemetry import trace
 
 from shared import jsoncodec as json
@@ -43,10 +50,13 @@ from shared.store.base import (
 )
 from shared.telemetry import span
 
+log = structlog.get_logger(__name__)
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 Write = Callable[[sqlite3.Connection], None]
 MAX_GROUP = 256
+CHECKPOINT_EVERY = 0.25  # seconds between the checkpointer's passive checkpoints
+BACKSTOP_PAGES = 10_000  # the writer checkpoints itself only past this (about 40 MB)
 
 
 def _migrate_outbox_column(conn: sqlite3.Connection, table: str) -> None:
@@ -201,6 +211,8 @@ class SqliteStore:
         self._waiting: list[tuple[Write, asyncio.Future[None], bool]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
+        self._checkpoints = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -217,6 +229,7 @@ class SqliteStore:
         conn.execute("PRAGMA busy_timeout=5000")
         self._conn = conn
         if self.path != ":memory:":
+            conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
             reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             reader.execute("PRAGMA busy_timeout=1000")
             self._reader = reader
@@ -224,12 +237,37 @@ class SqliteStore:
     async def open(self) -> None:
         await self._run(self._connect)
         self._writer = asyncio.create_task(self._write_groups(), name="sqlite-writer")
+        if self.path != ":memory:":
+            self._checkpointer = asyncio.create_task(self._checkpoint(), name="sqlite-checkpoint")
+
+    async def _checkpoint(self) -> None:
+        """Copies the WAL into the database now and then, beside the writer (not in its way)."""
+        loop = asyncio.get_running_loop()
+        conn = await loop.run_in_executor(
+            self._checkpoints,
+            functools.partial(
+                sqlite3.connect, self.path, isolation_level=None, check_same_thread=False
+            ),
+        )
+        try:
+            while True:
+                await asyncio.sleep(CHECKPOINT_EVERY)
+                try:
+                    await loop.run_in_executor(
+                        self._checkpoints, conn.execute, "PRAGMA wal_checkpoint(PASSIVE)"
+                    )
+                except sqlite3.Error as exc:  # the backstop checkpoints meanwhile
+                    log.warning("sqlite.checkpoint_failed", error=str(exc))
+        finally:
+            self._checkpoints.submit(conn.close)
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
+        for task in (self._checkpointer, self._writer):
+            if task is None:
+                continue
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+                await task
         if self._conn is not None:
             await self._run(self._conn.close)
             self._conn = None

@@ -294,6 +294,26 @@ class TestSqliteStore(StoreContract):
         )
         assert "USING INDEX" in " ".join(str(row) for row in plan)
 
+    async def test_the_wal_is_copied_into_the_database_beside_the_writer(
+        self, tmp_path: Path
+    ) -> None:
+        # The database file grows only when a checkpoint copies the WAL into it; the writer's
+        # own checkpoint waits for 40 MB of WAL, so a grown file is the checkpointer's work.
+        path = tmp_path / "checkpointed.db"
+        store = open_store(f"sqlite:///{path}")
+        await store.open()
+        before = path.stat().st_size
+        padding = "x" * 6000
+        await asyncio.gather(
+            *(store.save(self.collection, Change(doc(pad=padding), 0)) for _ in range(300))
+        )
+        deadline = time.monotonic() + 5
+        while path.stat().st_size < before + 1_000_000 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        grown = path.stat().st_size - before
+        await store.close()
+        assert grown > 1_000_000, f"the database grew by {grown} bytes only"
+
 
 class TestMongoStore(StoreContract):
     """On REHOST_TEST_MONGODB_URL's server, or on SecantusDB started for the run."""

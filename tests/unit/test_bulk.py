@@ -36,7 +36,7 @@ class Recorder:
         self.calls: list[tuple[str, str, int]] = []  # routing key, message id, n
 
     async def __call__(self, message: Incoming) -> Reply:
-        body = json.loads(message.body)
+        body = message.json()
         if "bad" in body:
             raise ValueError("not a number")
         await asyncio.sleep(0.001 * (5 - body["n"] % 5))  # later items would finish first
