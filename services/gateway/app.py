@@ -1,5 +1,6 @@
 """The gateway: `create_server()` is what uvicorn runs, the FastAPI application of
-`create_app()` behind the fast path for agents' polls (polls.py)."""
+`create_app()` behind the fast paths for agents' polls (polls.py) and the fleet's reports
+(writes.py)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from .lookups import NextCommandLookups
 from .middleware import LimitBody, TraceContext
 from .next_commands import NextCommands
 from .polls import AnsweredPolls
+from .writes import AnsweredWrites
 
 DESCRIPTION = """Rehost's HTTP API, wire-compatible with Huawei Cloud SMS (`/v3`),
 Huawei Cloud COC (`/v1/job`) and ZStack (`/zstack/v1`).
@@ -39,7 +41,9 @@ an HS256 JWT with the claims `sub`, `domain_id`, `actions` and `exp`.
 
 
 def create_server(settings: Settings | None = None) -> AnsweredPolls:
-    return AnsweredPolls(create_app(settings))
+    app = create_app(settings)
+    # While spans are exported, the framework's instrumentation traces every write.
+    return AnsweredPolls(app if exporting() else AnsweredWrites(app))
 
 
 UNTRACED_URLS = r"healthz,readyz,/v3/sources/[^/?]+/command(\?|$)"

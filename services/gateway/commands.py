@@ -16,8 +16,10 @@ from shared.contracts.commands import (
 )
 from shared.contracts.errors import SMS_ERRORS
 from shared.contracts.paging import Limit, Offset
+from shared.envelope import Reply
 
-from .deps import NextCommandsDep, RequesterDep, SendersDep, require
+from .deps import NextCommandsDep, RequesterDep, Senders, SendersDep, require
+from .next_commands import NextCommands
 from .polls import next_command_answer
 from .replies import respond
 
@@ -66,12 +68,23 @@ async def update_command_result(
     known: NextCommandsDep,
     caller: Reporter,
 ) -> Response:
+    return respond(await send_result(senders, known, caller, server_id, body))
+
+
+async def send_result(
+    senders: Senders,
+    known: NextCommands,
+    caller: Principal,
+    server_id: str,
+    body: CommandResultBody,
+) -> Reply:
+    """The report, as the route and the fast path (writes.py) send it."""
     report = ReportResult(server_id=server_id, **body.model_dump())
-    answered = respond(await senders.results.send(caller.domain_id, server_id, report))
+    reply = await senders.results.send(caller.domain_id, server_id, report)
     # The command it answers has left the queue; this process's next poll for the server
     # asks the owner rather than wait for the event that says so.
     known.doubt(server_id)
-    return answered
+    return reply
 
 
 @router.get(

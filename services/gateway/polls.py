@@ -15,9 +15,8 @@ the route.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Protocol
 
-from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from shared import jsoncodec
@@ -47,8 +46,16 @@ async def next_command_answer(state: Any, server_id: str, domain_id: str) -> tup
     return 200, answer
 
 
+class App(Protocol):
+    """An ASGI application that carries the FastAPI application's state."""
+
+    state: Any
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+
 class AnsweredPolls:
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: App) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -18,8 +18,9 @@ from shared.contracts.sources import (
     SourceServerRef,
     SourceServerView,
 )
+from shared.envelope import Reply
 
-from .deps import NextCommandsDep, RequesterDep, SendersDep, require
+from .deps import NextCommandsDep, RequesterDep, Senders, SendersDep, require
 from .replies import ask, respond
 
 router = APIRouter(prefix="/v3/sources", tags=["SMS source servers"], responses=SMS_ERRORS)
@@ -38,11 +39,16 @@ Deleter = Annotated[Principal, Depends(require("sms:server:deleteServer"))]
 async def register_source(
     body: SourceServerBody, senders: SendersDep, caller: Registrant
 ) -> Response:
+    return respond(await send_register(senders, caller, body))
+
+
+async def send_register(senders: Senders, caller: Principal, body: SourceServerBody) -> Reply:
+    """The register, as the route and the fast path (writes.py) send it."""
     # Only the fields sent: an update changes those and no others.
     sent = body.model_dump(mode="json", exclude_unset=True, by_alias=True)
     host = (body.hostname or body.name or "").lower()
     identity = body.id or f"{host}\x1f{body.ip}"  # registers of one server go in order
-    return respond(await senders.registers.send(caller.domain_id, identity, sent))
+    return await senders.registers.send(caller.domain_id, identity, sent)
 
 
 @router.get("", response_model=SourceServerList, summary="List source servers, newest first")

@@ -21,8 +21,9 @@ from shared.contracts.tasks import (
     TaskRef,
     TaskView,
 )
+from shared.envelope import Reply
 
-from .deps import RequesterDep, SendersDep, require
+from .deps import RequesterDep, Senders, SendersDep, require
 from .replies import ask, respond
 
 router = APIRouter(prefix="/v3/tasks", tags=["SMS migration tasks"], responses=SMS_ERRORS)
@@ -100,8 +101,15 @@ async def delete_tasks(body: DeleteTasks, requester: RequesterDep, caller: Delet
 async def update_task_speed(
     task_id: TaskIdPath, body: TaskProgress, senders: SendersDep, caller: Reporter
 ) -> Response:
+    return respond(await send_progress(senders, caller, task_id, body))
+
+
+async def send_progress(
+    senders: Senders, caller: Principal, task_id: str, body: TaskProgress
+) -> Reply:
+    """The report, as the route and the fast path (writes.py) send it."""
     command = TaskProgressCommand(task_id=task_id, **body.model_dump())
-    return respond(await senders.progress.send(caller.domain_id, task_id, command))
+    return await senders.progress.send(caller.domain_id, task_id, command)
 
 
 @router.delete(
