@@ -669,6 +669,6 @@ if __name__ == "__main__":
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="about a minute and a half: shorter runs, fewer messages",
+        help="about six minutes: shorter runs, fewer messages, no scaling rows",
     )
     asyncio.run(main(parser.parse_args().quick))
