@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from contextvars import Token
 
 from opentelemetry import context as otel_context
+from opentelemetry.context import Context
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -102,13 +104,19 @@ class TraceContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        carrier = {
-            name.decode("latin-1"): value.decode("latin-1")
-            for name, value in scope["headers"]
-            if name in (b"traceparent", b"tracestate")
-        }
-        token = otel_context.attach(request_context(carrier))
+        token = enter_request_trace(scope)
         try:
             await self.app(scope, receive, send)
         finally:
             otel_context.detach(token)
+
+
+def enter_request_trace(scope: Scope) -> Token[Context]:
+    """Makes the request's trace (its caller's `traceparent`, or a new one) the current
+    context; the token detaches it."""
+    carrier = {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in scope["headers"]
+        if name in (b"traceparent", b"tracestate")
+    }
+    return otel_context.attach(request_context(carrier))

@@ -36,10 +36,10 @@ from shared.contracts.sources import SourceServerBody
 from shared.contracts.tasks import TaskProgress
 from shared.envelope import Reply
 from shared.errors import ApiError, SmsCode
-from shared.telemetry import request_context
 
 from . import commands, sources, tasks
 from .errors import unavailable
+from .middleware import enter_request_trace
 from .replies import respond
 
 log = structlog.get_logger(__name__)
@@ -102,12 +102,7 @@ class AnsweredWrites:
         if model is None:
             await self.app(scope, _replaying(body, more, receive), send)
             return
-        carrier = {
-            name.decode("latin-1"): value.decode("latin-1")
-            for name, value in scope["headers"]
-            if name in (b"traceparent", b"tracestate")
-        }
-        token = otel_context.attach(request_context(carrier))
+        token = enter_request_trace(scope)
         try:
             response = respond(await write.send(self.state, caller, ids, model))
         except Unavailable as exc:
