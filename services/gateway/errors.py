@@ -24,8 +24,21 @@ def family_for(path: str) -> Family:
 
 def error_response(request: Request, error: ApiError) -> JSONResponse:
     """Answers `error` in the shape of the route's API family."""
-    error = error.in_family(family_for(request.url.path))
+    return error_answer(error, request.url.path)
+
+
+def error_answer(error: ApiError, path: str) -> JSONResponse:
+    """`error` in the shape of the API family of `path` (for a request the framework has not
+    seen: the fast paths)."""
+    error = error.in_family(family_for(path))
     return JSONResponse(status_code=error.status, content=error.body())
+
+
+def unavailable_answer(exc: Unavailable, path: str) -> JSONResponse:
+    """503 with `Retry-After`: a service that did not answer, or too much in flight."""
+    response = error_answer(unavailable(exc), path)
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 def field_path(loc: Sequence[Any]) -> str:
@@ -70,9 +83,7 @@ def install(app: FastAPI) -> None:
 
     async def on_unavailable(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, Unavailable)
-        response = error_response(request, unavailable(exc))
-        response.headers["Retry-After"] = "1"
-        return response
+        return unavailable_answer(exc, request.url.path)
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from fastapi import FastAPI, Response
+from fastapi import FastAPI
 from opentelemetry import context as otel_context
 from pydantic import BaseModel, ValidationError
 from starlette.types import Message, Receive, Scope, Send
@@ -38,7 +38,7 @@ from shared.envelope import Reply
 from shared.errors import ApiError, SmsCode
 
 from . import commands, sources, tasks
-from .errors import unavailable
+from .errors import error_answer, unavailable_answer
 from .middleware import enter_request_trace
 from .replies import respond
 
@@ -106,11 +106,10 @@ class AnsweredWrites:
         try:
             response = respond(await write.send(self.state, caller, ids, model))
         except Unavailable as exc:
-            response = _error(unavailable(exc))
-            response.headers["Retry-After"] = "1"
+            response = unavailable_answer(exc, scope["path"])
         except Exception:
             log.exception("request.crashed", path=scope["path"])
-            response = _error(ApiError(SmsCode.INTERNAL))
+            response = error_answer(ApiError(SmsCode.INTERNAL), scope["path"])
         finally:
             otel_context.detach(token)
         await response(scope, receive, send)
@@ -138,10 +137,6 @@ class AnsweredWrites:
         if caller is None or not caller.allows(write.action):
             return None
         return write, match.groups(), caller
-
-
-def _error(error: ApiError) -> Response:
-    return respond(Reply(status=error.status, body=error.body()))
 
 
 def _valid(model: type[BaseModel], body: bytes) -> BaseModel | None:

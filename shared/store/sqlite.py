@@ -213,6 +213,7 @@ class SqliteStore:
         self._writer: asyncio.Task[None] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self._checkpoints = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._commits = 0  # group commits so far: the checkpointer acts only after new ones
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -249,9 +250,13 @@ class SqliteStore:
                 sqlite3.connect, self.path, isolation_level=None, check_same_thread=False
             ),
         )
+        checkpointed = 0
         try:
             while True:
                 await asyncio.sleep(CHECKPOINT_EVERY)
+                if self._commits == checkpointed:
+                    continue  # nothing new in the WAL
+                checkpointed = self._commits
                 try:
                     await loop.run_in_executor(
                         self._checkpoints, conn.execute, "PRAGMA wal_checkpoint(PASSIVE)"
@@ -313,6 +318,7 @@ class SqliteStore:
                 durable = any(durable for _, _, durable in group)
                 try:
                     outcomes = await self._run(_commit_group, self.conn, writes, durable)
+                    self._commits += 1
                 except BaseException as exc:
                     for _, future, _ in group:
                         if not future.done():
