@@ -583,6 +583,20 @@ async def sqlite_rows(
     return lines, {"register": register.rps, "results": run.results.rps}
 
 
+async def results_alone(amqp_url: str, limits: Ceilings, quick: bool) -> list[str]:
+    """The command-result rows on a system of their own: `--only results`, to measure a
+    change to the results' chain without the half hour of everything else."""
+    with tempfile.TemporaryDirectory() as tmp:
+        system = start_system(amqp_url, Path(tmp), gateway_workers=2)
+        try:
+            run = await result_rows(
+                system, amqp_url, limits.publishing, 5 if quick else 15, 200 if quick else 1000
+            )
+        finally:
+            system.stop_all()
+    return run.lines
+
+
 async def fleet_rows(amqp_url: str, quick: bool) -> list[str]:
     """The largest fleet of polling agents that holds (bench/fleet.py), and how stale a
     poll may be (bench/freshness.py), on a system of their own."""
@@ -637,7 +651,21 @@ async def fleet_rows(amqp_url: str, quick: bool) -> list[str]:
     ]
 
 
-async def main(quick: bool) -> None:
+async def everything(amqp_url: str, limits: Ceilings, quick: bool) -> list[str]:
+    lines, sqlite = await sqlite_rows(amqp_url, limits, quick)
+    lines += await fleet_rows(amqp_url, quick)
+    seconds = 5 if quick else 15
+    lines += await mongodb_rows(amqp_url, limits.publishing.rps, sqlite, seconds, quick)
+    if quick:  # four more systems to start: the full run's part
+        lines.append(
+            row("scaling over gateway workers and registry replicas", "`make bench`", "", None)
+        )
+    else:
+        lines += await scaling_shape(amqp_url, 10)
+    return lines
+
+
+async def main(quick: bool, only: str | None) -> None:
     seconds = 5 if quick else 15
     broker.ensure_running()
     vhost = broker.create_vhost()
@@ -646,16 +674,10 @@ async def main(quick: bool) -> None:
     try:
         limits = await ceilings(amqp_url, seconds, raw=10_000 if quick else 50_000)
         print(limits.describe(), flush=True)
-        measured, sqlite = await sqlite_rows(amqp_url, limits, quick)
-        lines += measured
-        lines += await fleet_rows(amqp_url, quick)
-        lines += await mongodb_rows(amqp_url, limits.publishing.rps, sqlite, seconds, quick)
-        if quick:  # four more systems to start: the full run's part
-            lines.append(
-                row("scaling over gateway workers and registry replicas", "`make bench`", "", None)
-            )
+        if only == "results":
+            lines += await results_alone(amqp_url, limits, quick)
         else:
-            lines += await scaling_shape(amqp_url, 10)
+            lines += await everything(amqp_url, limits, quick)
     finally:
         if vhost:
             broker.delete_vhost(vhost)
@@ -671,4 +693,10 @@ if __name__ == "__main__":
         action="store_true",
         help="about six minutes: shorter runs, fewer messages, no scaling rows",
     )
-    asyncio.run(main(parser.parse_args().quick))
+    parser.add_argument(
+        "--only",
+        choices=["results"],
+        help="the ceilings and one part alone: results, the command-result rows",
+    )
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.quick, arguments.only))
