@@ -11,9 +11,12 @@ waiting events through `pending`.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import re
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
+
+from shared import jsoncodec
 
 # How many message ids a document remembers for duplicate detection. Redelivery
 # happens within seconds; 64 later changes to one aggregate in that time is far off.
@@ -43,6 +46,51 @@ class AppliedMessage:
     reply: dict[str, Any]
 
 
+# An id that JSON writes as it is, between quotes: printable ASCII but `"` and `\`.
+_VERBATIM_IN_JSON = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
+
+
+class AppliedMessages(Sequence[AppliedMessage]):
+    """A document's last applied messages, its duplicate guard. An adapter that keeps them as
+    JSON hands over the text, parsed only when asked for an id it holds: every write reads
+    its document and asks for the message's id, which a first delivery is not, and parsing
+    64 entries costs a read 75 µs (a plain search, 1)."""
+
+    __slots__ = ("_items", "_text")
+
+    def __init__(self, items: Iterable[AppliedMessage] = (), *, text: str | None = None) -> None:
+        self._text = text
+        self._items = None if text is not None else tuple(items)
+
+    def reply_to(self, message_id: str) -> dict[str, Any] | None:
+        if (
+            self._text is not None
+            and _VERBATIM_IN_JSON.fullmatch(message_id)
+            and f'"{message_id}"' not in self._text
+        ):
+            return None
+        for applied in self._parsed():
+            if applied.message_id == message_id:
+                return applied.reply
+        return None
+
+    def _parsed(self) -> tuple[AppliedMessage, ...]:
+        if self._items is None:
+            self._items = tuple(AppliedMessage(**a) for a in jsoncodec.loads(self._text or "[]"))
+        return self._items
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._parsed()[index]
+
+    def __len__(self) -> int:
+        return len(self._parsed())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and tuple(self) == tuple(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable replies: as a tuple of dicts is
+
+
 @dataclass(frozen=True)
 class Document:
     id: str
@@ -53,13 +101,10 @@ class Document:
     deleted: bool = False
     created_at: float = 0.0
     updated_at: float = 0.0
-    applied: tuple[AppliedMessage, ...] = ()
+    applied: AppliedMessages = field(default_factory=AppliedMessages)
 
     def reply_to(self, message_id: str) -> dict[str, Any] | None:
-        for applied in self.applied:
-            if applied.message_id == message_id:
-                return applied.reply
-        return None
+        return self.applied.reply_to(message_id)
 
     def evolve(self, **changes: Any) -> Document:
         return replace(self, **changes)

@@ -10,7 +10,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from shared.store.base import APPLIED_MEMORY, AppliedMessage, Change, Document, Query
+from shared.store.base import (
+    APPLIED_MEMORY,
+    AppliedMessage,
+    AppliedMessages,
+    Change,
+    Document,
+    Query,
+)
 
 INDEXES: list[tuple[list[tuple[str, int]], dict[str, Any]]] = [
     ([("key", 1)], {"unique": True, "partialFilterExpression": {"key": {"$type": "string"}}}),
@@ -118,5 +125,5 @@ def to_document(raw: dict[str, Any]) -> Document:
         created_at=raw.get("created_at", 0.0),
         updated_at=raw.get("updated_at", 0.0),
         data=raw.get("data", {}),
-        applied=tuple(AppliedMessage(**a) for a in raw.get("applied", [])),
+        applied=AppliedMessages(AppliedMessage(**a) for a in raw.get("applied", [])),
     )

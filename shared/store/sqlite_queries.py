@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from shared import jsoncodec as json
-from shared.store.base import APPLIED_MEMORY, AppliedMessage, Document, Query
+from shared.store.base import APPLIED_MEMORY, AppliedMessage, AppliedMessages, Document, Query
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,127}$")
@@ -56,7 +56,7 @@ def row_to_doc(row: Sequence[Any]) -> Document:
         created_at=created,
         updated_at=updated,
         data=json.loads(data),
-        applied=tuple(AppliedMessage(**a) for a in json.loads(applied)),
+        applied=AppliedMessages(text=applied),
     )
 
 

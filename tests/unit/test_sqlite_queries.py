@@ -59,3 +59,13 @@ def test_a_row_reads_back_as_the_document_and_keeps_the_last_applied_messages() 
     assert doc.reply_to("m") == {}
     assert len(q.row_to_doc((*row[:8], applied)).applied) == 64
     assert q.path_of("sqlite:///var/x.db") == "var/x.db" and q.path_of("sqlite://") == ":memory:"
+
+
+def test_the_applied_messages_are_read_from_their_text_only_for_an_id_it_holds() -> None:
+    stored = [AppliedMessage(f"m-{i}", {"status": 200, "n": i}) for i in range(3)]
+    stored.append(AppliedMessage('odd"id', {"status": 409}))
+    text = q.applied_json([{"message_id": a.message_id, "reply": a.reply} for a in stored], None)
+    applied = q.row_to_doc(("d", "t", None, 1, 0, 1.0, 1.0, "{}", text)).applied
+    assert applied.reply_to("m-9") is None and applied.reply_to("m-1") == {"status": 200, "n": 1}
+    assert applied.reply_to('odd"id') == {"status": 409}  # escaped in JSON: found by parsing
+    assert applied == stored and len(applied) == 4
