@@ -83,12 +83,18 @@ async def test_another_tenant_and_a_deleted_server_get_404(client: httpx.AsyncCl
 
 async def _feed_queues(amqp_url: str) -> list[str]:
     """The gateway processes' event queues that are consumed (a gateway another test
-    stopped leaves its queue until it expires)."""
+    stopped leaves its queue until it expires). The broker counts a queue's consumers in
+    its statistics, emitted every 5 s (`collect_statistics_interval`): a queue consumed a
+    moment ago may still be listed with none, so callers wait for what they expect."""
     listed = await asyncio.to_thread(
         broker.rabbitmqctl, "list_queues", "-p", broker.vhost_of(amqp_url), "name", "consumers"
     )
     rows = [line.split() for line in listed.splitlines()]
     return [row[0] for row in rows if row[0].startswith("rehost.gateway.") and row[1] != "0"]
+
+
+async def _consumed_again(amqp_url: str, queue: str) -> bool:
+    return await _feed_queues(amqp_url) == [queue]
 
 
 async def test_a_deleted_event_queue_resets_the_model_instead_of_leaving_it_stale(
@@ -98,7 +104,7 @@ async def test_a_deleted_event_queue_resets_the_model_instead_of_leaving_it_stal
     it held. The gateway declares a new one and forgets what it knew, so a result told only
     by an event published meanwhile is still seen by the next polls."""
     server_id, _ = await started(client)
-    [queue] = await _feed_queues(amqp_url)
+    [queue] = await eventually(lambda: _feed_queues(amqp_url), timeout=15)
     connection = await aio_pika.connect_robust(amqp_url)
     async with connection:
         channel = await connection.channel()
@@ -110,6 +116,7 @@ async def test_a_deleted_event_queue_resets_the_model_instead_of_leaving_it_stal
             amqp_url, "sms.command.report_result", json.dumps(body).encode(), "domain-a"
         )
     await eventually(lambda: command_is(client, server_id, ""), timeout=5)
-    assert await _feed_queues(amqp_url) == [queue]  # declared again, consumed again
+    # Declared again, consumed again.
+    assert await eventually(lambda: _consumed_again(amqp_url, queue), timeout=15)
     ready = await client.get("/readyz")
     assert ready.status_code == 200
