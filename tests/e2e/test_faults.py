@@ -44,7 +44,6 @@ class Load:
         self.statuses: list[int] = []
         self.answered_at: list[float] = []  # monotonic, one for each status
         self.sent_at: list[float] = []  # monotonic, one for each status
-        self.slowest = 0.0
         self.bad: list[str] = []
         self._stop = asyncio.Event()
 
@@ -61,7 +60,6 @@ class Load:
                 self.bad.append(repr(exc))
                 await asyncio.sleep(0.1)
                 continue
-            self.slowest = max(self.slowest, time.monotonic() - started)
             self._record(response.status_code, started)
             if response.status_code not in (200, 503):
                 self.bad.append(response.text)
@@ -81,6 +79,12 @@ class Load:
         self.statuses.append(status)
         self.answered_at.append(time.monotonic())
         self.sent_at.append(sent_at)
+
+    @property
+    def slowest(self) -> float:
+        """The longest wait for an answer (a transport error is not one)."""
+        answers = zip(self.statuses, self.sent_at, self.answered_at, strict=True)
+        return max((answered - sent for status, sent, answered in answers if status), default=0.0)
 
     def told_between(self, start: float, end: float) -> list[int]:
         """The statuses of the requests both sent and answered in [start, end)."""
