@@ -676,6 +676,8 @@ async def main(quick: bool, only: str | None) -> None:
         print(limits.describe(), flush=True)
         if only == "results":
             lines += await results_alone(amqp_url, limits, quick)
+        elif only == "fleet":
+            lines += await fleet_rows(amqp_url, quick)
         else:
             lines += await everything(amqp_url, limits, quick)
     finally:
@@ -695,8 +697,11 @@ if __name__ == "__main__":
     )
     parser.add_argument(
         "--only",
-        choices=["results"],
-        help="the ceilings and one part alone: results, the command-result rows",
+        choices=["results", "fleet"],
+        help=(
+            "the ceilings and one part alone: results, the command-result rows; fleet, the "
+            "polling fleet and how stale a poll may be"
+        ),
     )
     arguments = parser.parse_args()
     asyncio.run(main(arguments.quick, arguments.only))

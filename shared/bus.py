@@ -137,8 +137,8 @@ class Bus:
 
 
 class Requests(Protocol):
-    """What a handler needs of the bus to ask another service: a request and its reply.
-    `Requester` is the real one; tests script a fake."""
+    """What a handler needs of the bus to ask another service: a request and its reply,
+    or a command told and left (`tell`). `Requester` is the real one; tests script a fake."""
 
     async def request(
         self,
@@ -150,6 +150,16 @@ class Requests(Protocol):
         message_id: str | None = None,
         timeout: float | None = None,
     ) -> Reply: ...
+
+    async def tell(
+        self,
+        routing_key: str,
+        body: bytes,
+        *,
+        domain_id: str,
+        message_id: str | None = None,
+        timeout: float | None = None,
+    ) -> None: ...
 
 
 class Requester:
@@ -217,3 +227,19 @@ class Requester:
             raise Unavailable(f"no reply to {routing_key} within {timeout}s") from exc
         finally:
             self._pending.pop(correlation_id, None)
+
+    async def tell(
+        self,
+        routing_key: str,
+        body: bytes,
+        *,
+        domain_id: str,
+        message_id: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Sends a command nobody answers: it returns once the broker has confirmed it, so
+        the command is kept (persistent, on a quorum queue) whatever happens to this process."""
+        message = build_message(body, routing_key, domain_id=domain_id, message_id=message_id)
+        await self.bus.publish(
+            COMMANDS, message, routing_key, timeout=timeout or self.timeout, channel=self._channel
+        )

@@ -1,12 +1,12 @@
 """The command-result service's handlers.
 
-A reported result is applied in three idempotent steps, each keyed by an id derived
-from the message, so a redelivery after a crash between them finishes the work
-without doing any step twice: (1) the registry applies the lifecycle transition
-(it is the one writer of the source server), (2) the result is recorded with the
-registry's outcome, (3) the command it answers leaves the server's queue (even when the
-registry refused the transition: the agent has answered it). A well-formed report on a
-server of the caller's tenant is answered 200 whatever the lifecycle made of it.
+A result reaches this service after the registry has answered it (services/registry/
+handlers.py): `sms.command.record_result` carries the report and what the lifecycle made
+of it. It is applied in two idempotent writes, each keyed by an id derived from the
+message, so a redelivery after a crash between them finishes the work without doing
+either twice: the result is recorded with the registry's outcome, and the command it
+answers leaves the server's queue (even when the registry refused the transition: the
+agent has answered it).
 """
 
 from __future__ import annotations
@@ -14,75 +14,53 @@ from __future__ import annotations
 import asyncio
 
 from shared.aggregates import apply
-from shared.bulk import BulkSender, bulk
+from shared.bulk import bulk
 from shared.bus import Requests, Unavailable
 from shared.consumer import Handler, query, tenant
 from shared.contracts.commands import (
     EnqueueCommand,
     NextCommand,
     NextCommandList,
-    ReportResult,
+    RecordResult,
     ServerCommandsQuery,
 )
-from shared.contracts.lifecycle import ResultCause, TransitionRequest
 from shared.contracts.sources import SourceServerIds, SourceServerRef
 from shared.envelope import Incoming, Reply, derived_id, utcnow
 from shared.store import Query, Store
-from shared.telemetry import current_trace_id
 
 from . import channels, results
 
 
 class CommandResultHandlers:
-    def __init__(self, store: Store, requester: Requests, timeout: float = 10.0) -> None:
+    def __init__(self, store: Store, requester: Requests) -> None:
         self.store = store
         self.requester = requester
-        # Results arrive many at a time; so do the transitions they ask the registry for.
-        self.transitions = BulkSender(requester, "sms.source.transition", timeout)
 
     def routes(self) -> dict[str, Handler]:
         return {
-            "sms.command.report_result": self.report_result,
-            "sms.command.report_result_many": bulk(self.report_result),
+            "sms.command.record_result": self.record_result,
+            "sms.command.record_result_many": bulk(self.record_result),
             "sms.command.enqueue": self.enqueue,
             "sms.command.next": self.next_command,
             "sms.command.next_many": self.next_many,
             "sms.command.results": self.list_results,
         }
 
-    async def report_result(self, incoming: Incoming) -> Reply:
+    async def record_result(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)
-        report = incoming.read(ReportResult)
-        reason = str(report.result_detail)[:1024] if report.result == "fail" else None
-        transition = TransitionRequest(
-            server_id=report.server_id,
-            cause=ResultCause(
-                command_name=report.command_name, result=report.result, reason=reason
-            ),
-        )
-        outcome = await self.transitions.send(
-            domain_id,
-            report.server_id,
-            transition,
-            message_id=derived_id(incoming.message_id, "transition"),
-        )
-        if outcome.status == 404:
-            return outcome
+        record = incoming.read(RecordResult)
+        report = record.report
         result_id = derived_id(incoming.message_id, "result")
-        now = utcnow()
-        trace_id = current_trace_id()
-        # Two documents, independent once the registry has answered: written together,
-        # they share one commit. Answered is answered: even a result the lifecycle refused
-        # ends the pending command, or the agent would be handed it forever.
+        # Two documents, independent of each other: written together, they share one
+        # commit. Answered is answered: even a result the lifecycle refused ends the
+        # pending command, or the agent would be handed it forever.
         await asyncio.gather(
             apply(
                 self.store,
                 results.COLLECTION,
                 incoming.message_id,
                 lambda: self.store.get(results.COLLECTION, result_id),
-                lambda current: results.record(
-                    current, result_id, report, domain_id, outcome, now=now, trace_id=trace_id
-                ),
+                lambda current: results.record(current, result_id, record, domain_id),
             ),
             apply(
                 self.store,
@@ -92,8 +70,6 @@ class CommandResultHandlers:
                 lambda current: channels.settle(current, report.command_name),
             ),
         )
-        # A report is a fact: recorded, it is answered 200 whether or not the lifecycle
-        # took it (the record and its event say which, and why).
         return Reply(status=200, body={})
 
     async def enqueue(self, incoming: Incoming) -> Reply:

@@ -11,8 +11,6 @@ COMMAND_RESULT = ServiceDefinition(
     name="command-result",
     bindings=("sms.command.*",),
     collections={channels.COLLECTION: (), results.COLLECTION: ("server_id",)},
-    handlers=lambda store, requester, settings: CommandResultHandlers(
-        store, requester, settings.reply_timeout
-    ),
+    handlers=lambda store, requester, _settings: CommandResultHandlers(store, requester),
     health_port=lambda settings: settings.command_result_health_port,
 )

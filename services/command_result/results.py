@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 from shared.aggregates import Decision, NewEvent
-from shared.contracts.commands import CommandResultView, ReportResult
+from shared.contracts.commands import CommandResultView, RecordResult
 from shared.envelope import Reply
 from shared.store import Document
 
@@ -14,18 +14,12 @@ COLLECTION = "results"
 
 
 def record(
-    current: Document | None,
-    result_id: str,
-    report: ReportResult,
-    domain_id: str,
-    outcome: Reply,
-    *,
-    now: datetime,
-    trace_id: str,
+    current: Document | None, result_id: str, record: RecordResult, domain_id: str
 ) -> Decision:
-    """Stores the result; `outcome` is the registry's answer to the transition it asked for."""
+    """Stores the result with its outcome: the registry's answer to the transition it asked for."""
     if current is not None:
-        return Decision(reply=outcome)
+        return Decision(reply=Reply(status=200, body={}))
+    report, outcome = record.report, record.outcome
     accepted = outcome.status == 200
     body: dict[str, Any] = outcome.body if isinstance(outcome.body, dict) else {}
     view = CommandResultView(
@@ -34,16 +28,17 @@ def record(
         command_name=report.command_name,
         result=report.result,
         result_detail=report.result_detail,
-        received_at=now.astimezone(UTC).isoformat(),
-        trace_id=trace_id,
+        received_at=record.received_at.astimezone(UTC).isoformat(),
+        trace_id=record.trace_id,
         accepted=accepted,
         refusal=None if accepted else body.get("error_msg"),
         state=body.get("state"),
         migration_cycle=body.get("migration_cycle"),
     ).model_dump(mode="json")
-    doc = Document(id=result_id, domain_id=domain_id, data=view, created_at=now.timestamp())
+    created_at = record.received_at.timestamp()
+    doc = Document(id=result_id, domain_id=domain_id, data=view, created_at=created_at)
     return Decision(
-        reply=outcome,
+        reply=Reply(status=200, body={}),
         doc=doc,
         events=(NewEvent("command.result_recorded", {"result": view}),),
     )

@@ -81,9 +81,10 @@ async def send_result(
     """The report, as the route and the fast path (writes.py) send it."""
     report = ReportResult(server_id=server_id, **body.model_dump())
     reply = await senders.results.send(caller.domain_id, server_id, report)
-    # The command it answers has left the queue; this process's next poll for the server
-    # asks the owner rather than wait for the event that says so.
-    known.doubt(server_id)
+    if reply.status == 200:
+        # The command it answers leaves the queue a hop later: this process does not hand
+        # it out again meanwhile.
+        known.answered(server_id, report.command_name)
     return reply
 
 

@@ -47,7 +47,7 @@ class Senders:
         timeout = requester.timeout
         return cls(
             registers=BulkSender(requester, "sms.source.register", timeout),
-            results=BulkSender(requester, "sms.command.report_result", timeout),
+            results=BulkSender(requester, "sms.source.report_result", timeout),
             progress=BulkSender(requester, "sms.task.progress", timeout),
         )
 

@@ -7,9 +7,12 @@ the broker every time. The model is kept from two sources:
 - the command channel's events (`command.queued`, `command.completed`), each carrying
   the head it left and, in its envelope, the channel's version; the newest version wins,
   so redelivered or reordered events never take the model back;
-- command-result's own answer (`sms.command.channel`), asked when the model cannot
-  answer: the first poll of a server, a poll after that server's agent reported a
-  result through this process, or after the model was reset.
+- command-result's own answer (`sms.command.next_many`), asked when the model cannot
+  answer: the first poll of a server, or after the model was reset;
+- the results this process relayed: the registry answers a result before command-result
+  has taken the command off the queue, so the model stops handing out the command a
+  result answered (the poll gets no command) until an event newer than it says what is
+  next.
 
 Only an entry the owner *confirmed* (it said the server exists in that tenant) answers a
 poll; an event alone never proves a server exists. A deleted server is forgotten for
@@ -31,6 +34,8 @@ class _Entry:
     version: int
     body: bytes  # the poll's answer, encoded once
     confirmed: bool
+    command_name: str = ""  # the head's, "" when none
+    answered: bool = False  # a result for the head was relayed: only a newer version counts
 
 
 def encode(next_command: dict[str, Any]) -> bytes:
@@ -40,6 +45,9 @@ def encode(next_command: dict[str, Any]) -> bytes:
             "command_param": next_command.get("command_param"),
         }
     )
+
+
+NOTHING = encode({})
 
 
 class NextCommands:
@@ -73,18 +81,34 @@ class NextCommands:
         if server_id in self._deleted:
             return
         entry = self._entries.get(server_id)
+        name = str(next_command.get("command_name") or "")
         if entry is None or entry.domain_id != domain_id:
             if not confirmed and entry is not None:
                 return  # an event of another tenant never replaces a confirmed entry
-            self._entries[server_id] = _Entry(domain_id, version, encode(next_command), confirmed)
+            body = encode(next_command)
+            self._entries[server_id] = _Entry(domain_id, version, body, confirmed, name)
             return
-        if version > entry.version or (version == entry.version and confirmed):
-            entry.version, entry.body = version, encode(next_command)
+        newer = version > entry.version
+        if newer or (version == entry.version and confirmed and not entry.answered):
+            entry.version, entry.body, entry.command_name = version, encode(next_command), name
+            entry.answered = False
         entry.confirmed = entry.confirmed or confirmed
 
+    def answered(self, server_id: str, command_name: str) -> None:
+        """A result for this server's `command_name` was just answered 200 here. The event
+        that takes the command off its queue comes a hop later: until then, polls get no
+        command rather than the one answered (or, when the model does not hold that command
+        as the head, ask the owner)."""
+        entry = self._entries.get(server_id)
+        if entry is None:
+            return
+        if entry.confirmed and entry.command_name and entry.command_name == command_name:
+            entry.body, entry.command_name, entry.answered = NOTHING, "", True
+        else:
+            entry.confirmed = False
+
     def doubt(self, server_id: str) -> None:
-        """The next poll asks the owner: a result for this server was just answered 200 here,
-        and the event that ends its command may not have arrived yet."""
+        """The next poll asks the owner: an earlier release's event did not say what is next."""
         entry = self._entries.get(server_id)
         if entry is not None:
             entry.confirmed = False

@@ -1,13 +1,25 @@
-"""The registry's message handlers: decode, load, decide (sources.py), save, reply."""
+"""The registry's message handlers: decode, load, decide (sources.py), save, reply.
+
+An agent's result comes here first, since the registry is the one writer of the server it
+moves: the transition is applied (or refused) and stored, then the result and what the
+lifecycle made of it are told to command-result (`sms.command.record_result`), and only
+once the broker holds that command is the agent answered 200. Each step is keyed by the
+report's message id, so a redelivery after a crash between them finishes the work without
+doing any step twice: the transition's duplicate guard answers as before, and
+command-result records a result once whichever copy of the command reaches it. A report on
+a server of the caller's tenant is answered 200 whatever the lifecycle made of it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from shared.aggregates import Decision, apply, reject, visible
-from shared.bulk import bulk
+from shared.bulk import BulkSender, bulk
+from shared.bus import Requests
 from shared.consumer import Handler, query, tenant
-from shared.contracts.lifecycle import TaskClaim, TransitionRequest
+from shared.contracts.commands import RecordResult, ReportResult
+from shared.contracts.lifecycle import ResultCause, TaskClaim, TransitionRequest
 from shared.contracts.sources import (
     DeleteSources,
     ListSources,
@@ -19,14 +31,17 @@ from shared.contracts.sources import (
 from shared.envelope import Incoming, Reply, derived_id, new_id, utcnow
 from shared.errors import SmsCode
 from shared.store import Document, Page, Query, Store
+from shared.telemetry import current_trace_id
 
 from . import sources
 from .sources import COLLECTION
 
 
 class RegistryHandlers:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, requester: Requests, timeout: float = 10.0) -> None:
         self.store = store
+        # Results arrive many at a time; so do the records they are told on as.
+        self.records = BulkSender(requester, "sms.command.record_result", timeout, told=True)
 
     def routes(self) -> dict[str, Handler]:
         return {
@@ -39,7 +54,8 @@ class RegistryHandlers:
             "sms.source.known": self.known,
             "sms.source.list": self.list,
             "sms.source.transition": self.transition,
-            "sms.source.transition_many": bulk(self.transition),
+            "sms.source.report_result": self.report_result,
+            "sms.source.report_result_many": bulk(self.report_result),
             "sms.source.claim": self.claim,
             "sms.source.release": self.release,
         }
@@ -168,6 +184,37 @@ class RegistryHandlers:
             request.server_id,
             lambda current: sources.apply_transition(current, request, domain_id, utcnow()),
         )
+
+    async def report_result(self, incoming: Incoming) -> Reply:
+        domain_id = tenant(incoming)
+        report = incoming.read(ReportResult)
+        received_at = utcnow()
+        reason = str(report.result_detail)[:1024] if report.result == "fail" else None
+        request = TransitionRequest(
+            server_id=report.server_id,
+            cause=ResultCause(
+                command_name=report.command_name, result=report.result, reason=reason
+            ),
+        )
+        outcome = await self._on_server(
+            incoming,
+            report.server_id,
+            lambda current: sources.apply_transition(current, request, domain_id, received_at),
+        )
+        if outcome.status == 404:
+            return outcome
+        record = RecordResult(
+            report=report, outcome=outcome, received_at=received_at, trace_id=current_trace_id()
+        )
+        await self.records.send(
+            domain_id,
+            report.server_id,
+            record,
+            message_id=derived_id(incoming.message_id, "record"),
+        )
+        # A report is a fact: kept, it is answered 200 whether or not the lifecycle took
+        # it (its record and the record's event say which, and why).
+        return Reply(status=200, body={})
 
     async def claim(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)

@@ -11,6 +11,8 @@ REGISTRY = ServiceDefinition(
     name="registry",
     bindings=("sms.source.*",),
     collections={COLLECTION: ("state", "ip", "migration_cycle", "connected")},
-    handlers=lambda store, _requester, _settings: RegistryHandlers(store),
+    handlers=lambda store, requester, settings: RegistryHandlers(
+        store, requester, settings.reply_timeout
+    ),
     health_port=lambda settings: settings.registry_health_port,
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -11,6 +12,7 @@ from shared.contracts.lifecycle import CommandName, CommandResult
 from shared.contracts.nesting import MAX_DEPTH, nests_deeper
 from shared.contracts.paging import Limit, Offset
 from shared.contracts.sources import MigrationCycle, SourceState
+from shared.envelope import Reply
 
 MAX_RESULT_DETAIL = 65_535
 ServerId = Annotated[str, Field(min_length=1, max_length=36)]
@@ -53,9 +55,19 @@ class CommandResultBody(BaseModel):
 
 
 class ReportResult(CommandResultBody):
-    """`sms.command.report_result`."""
+    """`sms.source.report_result`: an agent's result, which the registry answers."""
 
     server_id: ServerId
+
+
+class RecordResult(BaseModel):
+    """`sms.command.record_result`: a result the registry has answered, with what the
+    lifecycle made of it (its reply to the transition), for the history and the channel."""
+
+    report: ReportResult
+    outcome: Reply = Field(description="the transition's reply: 200 with the state, or a refusal")
+    received_at: datetime
+    trace_id: str = ""
 
 
 class AgentCommand(BaseModel):

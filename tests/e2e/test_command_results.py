@@ -36,10 +36,18 @@ async def started_server(client: httpx.AsyncClient) -> str:
 
 
 async def history(
-    client: httpx.AsyncClient, server_id: str, domain: str = "domain-a"
+    client: httpx.AsyncClient, server_id: str, domain: str = "domain-a", *, count: int = 1
 ) -> list[dict]:  # type: ignore[type-arg]
-    listed = await ok(client.get(f"/v3/sources/{server_id}/command_results", headers=auth(domain)))
-    return list(listed["command_results"])
+    """The server's recorded results, once there are at least `count`: a result is recorded
+    a hop after its 200 (the registry answers it, then tells command-result)."""
+
+    async def recorded() -> list[dict] | None:  # type: ignore[type-arg]
+        path = f"/v3/sources/{server_id}/command_results"
+        listed = await ok(client.get(path, headers=auth(domain)))
+        entries = list(listed["command_results"])
+        return entries if len(entries) >= count else None
+
+    return await eventually(recorded) if count else await recorded() or []
 
 
 async def test_the_seed_example_moves_the_server_and_emits_the_event(
@@ -117,7 +125,7 @@ async def test_concurrent_out_of_order_results_lose_nothing_and_never_double_an_
     assert len(events) == len({e["data"]["to"] for e in events}) <= 2
     versions = [e["aggregate_version"] for e in events]
     assert versions == list(range(versions[0], versions[0] + len(versions)))
-    recorded = await history(client, server_id)
+    recorded = await history(client, server_id, count=len(results))
     assert len(recorded) == len(results)
     assert any(entry["accepted"] for entry in recorded)
     shown = await source(client, server_id)
@@ -134,10 +142,10 @@ async def test_the_same_result_message_twice_makes_one_entry_and_one_transition(
     message_id = uuid.uuid4().hex
     async with event_tap(amqp_url, "source.state_changed") as tap:
         first = await request_over_amqp(
-            amqp_url, "sms.command.report_result", body, "domain-a", message_id
+            amqp_url, "sms.source.report_result", body, "domain-a", message_id
         )
         again = await request_over_amqp(
-            amqp_url, "sms.command.report_result", body, "domain-a", message_id
+            amqp_url, "sms.source.report_result", body, "domain-a", message_id
         )
         await tap.wait_for(1, server_id)
         await tap.settle()
@@ -177,7 +185,7 @@ async def test_bad_input_is_400_and_stores_nothing(
         f"/v3/sources/{server_id}/command_result", json=body, headers=auth()
     )
     assert named in assert_sms_error(response, 400, "SMS.1001")["error_msg"]
-    assert await history(client, server_id) == []
+    assert await history(client, server_id, count=0) == []
     assert (await source(client, server_id))["state"] == "initialize"
 
 
@@ -208,7 +216,7 @@ async def test_another_domains_server_is_404_and_permission_is_checked(
     )
     body = assert_sms_error(denied, 403, "SMS.9004")
     assert "sms:server:updateCommandResult" in body["error_msg"]
-    assert await history(client, server_id) == []
+    assert await history(client, server_id, count=0) == []
     too_long = await report(client, "x" * 37, "START")
     assert_sms_error(too_long, 400, "SMS.1001")
 

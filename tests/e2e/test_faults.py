@@ -148,7 +148,7 @@ async def test_a_broker_outage_answers_503_quickly_and_loses_nothing(
     body = {"server_id": polled, "command_name": "START", "result": "success"}
     await request_over_amqp(
         amqp_url,
-        "sms.command.report_result",
+        "sms.source.report_result",
         json.dumps({**body, "result_detail": {"msg": "ok"}}).encode(),
         "domain-a",
     )

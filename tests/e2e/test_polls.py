@@ -61,7 +61,7 @@ async def test_a_change_told_only_by_events_reaches_the_poll(
     body["result_detail"] = {"msg": "ok"}  # type: ignore[assignment]
     published = time.monotonic()
     reply = await request_over_amqp(
-        amqp_url, "sms.command.report_result", json.dumps(body).encode(), "domain-a"
+        amqp_url, "sms.source.report_result", json.dumps(body).encode(), "domain-a"
     )
     assert reply["status"] == 200
     await eventually(lambda: command_is(client, server_id, ""), timeout=3)
@@ -113,7 +113,7 @@ async def test_a_deleted_event_queue_resets_the_model_instead_of_leaving_it_stal
         body = {"server_id": server_id, "command_name": "START", "result": "success"}
         body["result_detail"] = {"msg": "ok"}  # type: ignore[assignment]
         await request_over_amqp(
-            amqp_url, "sms.command.report_result", json.dumps(body).encode(), "domain-a"
+            amqp_url, "sms.source.report_result", json.dumps(body).encode(), "domain-a"
         )
     await eventually(lambda: command_is(client, server_id, ""), timeout=5)
     # Declared again, consumed again.

@@ -89,12 +89,10 @@ async def test_a_command_result_call_is_one_connected_trace(
         headers={**auth(), **traced_request(trace_id)},
     )
     assert response.status_code == 200
-    spans = await connected_trace(
-        otlp, trace_id, "sms.command.report_result", "rehost-command-result"
-    )
-    # The registry's transition, asked by the command-result service, is in the same trace…
+    spans = await connected_trace(otlp, trace_id, "sms.source.report_result", "rehost-registry")
+    # The record the registry tells command-result is in the same trace…
     assert spans
-    await eventually(lambda: _registry_consumed(otlp, trace_id), timeout=30)
+    await eventually(lambda: _consumed_by(otlp, trace_id, "rehost-command-result"), timeout=30)
     # …and so is the event its outbox relay published.
     try:
         await eventually(lambda: _has(otlp, trace_id, "source.state_changed publish"), timeout=30)
@@ -103,9 +101,9 @@ async def test_a_command_result_call_is_one_connected_trace(
         raise AssertionError(f"no relay publish in the trace; it has {names}") from None
 
 
-async def _registry_consumed(otlp: Receiver, trace_id: str) -> bool:
+async def _consumed_by(otlp: Receiver, trace_id: str, service: str) -> bool:
     spans = otlp.trace(trace_id)
-    return any(s.service == "rehost-registry" and s.kind == CONSUMER for s in spans)
+    return any(s.service == service and s.kind == CONSUMER for s in spans)
 
 
 async def _has(otlp: Receiver, trace_id: str, name: str) -> bool:

@@ -15,7 +15,7 @@ Answer = Reply | Callable[[dict[str, Any]], Reply]
 @dataclass
 class ScriptedRequester:
     """Answers each routing key as scripted (a reply, or a function of the request's body)
-    and keeps every request it was sent: (routing key, body, message id)."""
+    and keeps every request and told command it was sent: (routing key, body, message id)."""
 
     answers: dict[str, Answer]
     sent: list[tuple[str, dict[str, Any], str | None]] = field(default_factory=list)
@@ -34,6 +34,17 @@ class ScriptedRequester:
         self.sent.append((routing_key, decoded, message_id))
         answer = self.answers[routing_key]
         return answer(decoded) if callable(answer) else answer
+
+    async def tell(
+        self,
+        routing_key: str,
+        body: bytes,
+        *,
+        domain_id: str,
+        message_id: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.sent.append((routing_key, json.loads(body), message_id))
 
     def keys(self) -> list[str]:
         return [key for key, _, _ in self.sent]

@@ -30,7 +30,7 @@ class Inner:
         self.next_commands = NextCommands()
         senders = Senders(
             registers=BulkSender(requester, "sms.source.register", 5),
-            results=BulkSender(requester, "sms.command.report_result", 5),
+            results=BulkSender(requester, "sms.source.report_result", 5),
             progress=BulkSender(requester, "sms.task.progress", 5),
         )
         settings = type("Settings", (), {"max_body_bytes": LIMIT})()
@@ -87,7 +87,7 @@ def setup(answer: Reply | Any = None) -> tuple[AnsweredWrites, Inner, ScriptedRe
     requester = ScriptedRequester(
         {
             "sms.source.register": reply,
-            "sms.command.report_result": Reply(status=200, body={}),
+            "sms.source.report_result": Reply(status=200, body={}),
             "sms.task.progress": Reply(status=200, body={}),
         }
     )
@@ -112,7 +112,8 @@ async def test_a_usual_report_is_answered_without_the_framework() -> None:
         app, json.dumps(result).encode(), json_headers(token), path="/v3/sources/s1/command_result"
     )
     assert (status, body) == (200, {}) and requester.sent[-1][1]["server_id"] == "s1"
-    assert inner.next_commands.answer("s1", "d") is None  # doubted: the next poll asks
+    # Answered: the next poll is not handed SYNC again while its record is on the way.
+    assert json.loads(inner.next_commands.answer("s1", "d") or b"")["command_name"] == ""
     status, _, _ = await call(
         app,
         json.dumps({"subtask_name": "x", "progress": 5}).encode(),

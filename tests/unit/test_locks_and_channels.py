@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from services.command_result import channels, results
 from services.task_lock import locks
-from shared.contracts.commands import EnqueueCommand, ReportResult
+from shared.contracts.commands import EnqueueCommand, RecordResult, ReportResult
 from shared.envelope import Reply
 from shared.store import Document
 
@@ -46,17 +46,21 @@ def test_commands_are_handed_out_in_order_until_their_result_arrives() -> None:
     assert channels.next_command(channel).command_name == "SYNC"
 
 
-def test_a_result_is_recorded_with_whether_the_lifecycle_took_it() -> None:
+def test_a_result_is_recorded_once_with_whether_the_lifecycle_took_it() -> None:
     report = ReportResult(
         server_id="s1", command_name="START", result="success", result_detail={"msg": "x"}
     )
     refused = Reply(status=409, body={"error_code": "SMS.2005", "error_msg": "in waiting"})
-    decision = results.record(None, "r1", report, "d", refused, now=NOW, trace_id="t")
+    told = RecordResult(report=report, outcome=refused, received_at=NOW, trace_id="t")
+    decision = results.record(None, "r1", told, "d")
     assert decision.doc is not None
     entry = decision.doc.data
     assert (entry["accepted"], entry["refusal"]) == (False, "in waiting")
+    assert (entry["received_at"], entry["trace_id"]) == (NOW.isoformat(), "t")
     [event] = decision.events
     assert event.type == "command.result_recorded" and event.data["result"]["accepted"] is False
+    assert results.record(saved(decision.doc), "r1", told, "d").doc is None  # told again
     taken = Reply(status=200, body={"state": "replicate", "migration_cycle": "replicating"})
-    entry = results.record(None, "r2", report, "d", taken, now=NOW, trace_id="t").doc
+    told = RecordResult(report=report, outcome=taken, received_at=NOW)
+    entry = results.record(None, "r2", told, "d").doc
     assert entry is not None and entry.data["accepted"] and entry.data["state"] == "replicate"

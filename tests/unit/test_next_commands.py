@@ -75,6 +75,20 @@ def test_another_tenant_is_never_answered_and_cannot_overwrite() -> None:
     assert answered(model) == START
 
 
+def test_a_command_answered_here_is_not_handed_out_until_a_newer_head_arrives() -> None:
+    model = NextCommands()
+    model.learn("s", "d", 1, START, confirmed=True)
+    model.answered("s", "START")
+    assert answered(model) == NOTHING  # its record reaches command-result a hop later
+    model.learn("s", "d", 1, START, confirmed=True)  # an answer read before the result
+    follow(model, event("command.queued", "s", 1, START))
+    assert answered(model) == NOTHING
+    follow(model, event("command.completed", "s", 2, SYNC))
+    assert answered(model) == SYNC
+    model.answered("s", "START")  # not the head it holds: the owner says what is next
+    assert answered(model) is None
+
+
 def test_a_doubted_entry_asks_the_owner_and_a_deleted_one_stays_gone() -> None:
     model = NextCommands()
     model.learn("s", "d", 1, START, confirmed=True)

@@ -21,7 +21,7 @@ def marked(routes: dict[str, Handler]) -> set[str]:
 
 
 def test_reads_are_queries_and_commands_are_not() -> None:
-    assert marked(RegistryHandlers(STORE).routes()) == {
+    assert marked(RegistryHandlers(STORE, REQUESTER).routes()) == {
         "sms.source.get",
         "sms.source.known",
         "sms.source.list",
