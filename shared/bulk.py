@@ -120,26 +120,15 @@ class BulkSender:
     Requests are spread over `lanes` by their key, so several messages can be on the way
     for one tenant while the requests of one aggregate stay in one lane, in order. A
     request waits for a reply no longer than `timeout` from when it was sent, even when it
-    waited first behind a message on its way (it goes with what time it has left).
-
-    With `told=True` nobody answers the commands: `send` returns (202) once the broker has
-    confirmed the message that carries its request, which is then kept whatever happens
-    to this process, and the service applies it later."""
+    waited first behind a message on its way (it goes with what time it has left)."""
 
     def __init__(
-        self,
-        requester: Requests,
-        routing_key: str,
-        timeout: float,
-        lanes: int = 1,
-        *,
-        told: bool = False,
+        self, requester: Requests, routing_key: str, timeout: float, lanes: int = 1
     ) -> None:
         self.requester = requester
         self.routing_key = routing_key
         self.timeout = timeout
         self.lanes = lanes
-        self.told = told
         self._waiting = Coalescer[_Item, Reply](self._send, _held)
 
     async def send(
@@ -165,29 +154,27 @@ class BulkSender:
         left = self.timeout - (time.monotonic() - min(item.sent_at for item in items))
         if left <= 0:
             raise Unavailable(f"no time left to send {self.routing_key}")
-        key, body, message_id = self._message(items)
-        if self.told:
-            await self.requester.tell(
-                key, body, domain_id=domain_id, message_id=message_id, timeout=left
+        if len(items) == 1:
+            reply = await self.requester.request(
+                self.routing_key,
+                jsoncodec.dump_bytes(items[0].body),
+                domain_id=domain_id,
+                message_id=items[0].message_id,
+                timeout=left,
             )
-            return [Reply(status=202, body={})] * len(items)
-        reply = await self.requester.request(
-            key, body, domain_id=domain_id, message_id=message_id, timeout=left
-        )
-        if len(items) == 1:
             return [reply]
-        if reply.status != 200:
-            return [reply] * len(items)  # the message itself refused: each item is
-        return BulkReply.model_validate(reply.body).replies
-
-    def _message(self, items: list[_Item]) -> tuple[str, bytes, str | None]:
-        """Routing key, body and id of the message carrying `items`: a lone one goes plain."""
-        if len(items) == 1:
-            return self.routing_key, jsoncodec.dump_bytes(items[0].body), items[0].message_id
         request = BulkRequest(
             items=[BulkItem(key=i.key, body=i.body, message_id=i.message_id) for i in items]
         )
-        return self.routing_key + SUFFIX, request.model_dump_json().encode(), None
+        reply = await self.requester.request(
+            self.routing_key + SUFFIX,
+            request.model_dump_json().encode(),
+            domain_id=domain_id,
+            timeout=left,
+        )
+        if reply.status != 200:
+            return [reply] * len(items)  # the message itself refused: each item is
+        return BulkReply.model_validate(reply.body).replies
 
 
 def _held(exc: BaseException) -> BaseException:

@@ -12,10 +12,11 @@ a server of the caller's tenant is answered 200 whatever the lifecycle made of i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
+from shared import jsoncodec
 from shared.aggregates import Decision, apply, reject, visible
-from shared.bulk import BulkSender, bulk
+from shared.bulk import SUFFIX, BulkItem, BulkRequest, bulk
 from shared.bus import Requests
 from shared.consumer import Handler, query, tenant
 from shared.contracts.commands import RecordResult, ReportResult
@@ -36,12 +37,15 @@ from shared.telemetry import current_trace_id
 from . import sources
 from .sources import COLLECTION
 
+RECORD = "sms.command.record_result"
+Records = list[BulkItem]  # `list` is also a handler's name below
+
 
 class RegistryHandlers:
     def __init__(self, store: Store, requester: Requests, timeout: float = 10.0) -> None:
         self.store = store
-        # Results arrive many at a time; so do the records they are told on as.
-        self.records = BulkSender(requester, "sms.command.record_result", timeout, told=True)
+        self.requester = requester
+        self.timeout = timeout
 
     def routes(self) -> dict[str, Handler]:
         return {
@@ -55,7 +59,7 @@ class RegistryHandlers:
             "sms.source.list": self.list,
             "sms.source.transition": self.transition,
             "sms.source.report_result": self.report_result,
-            "sms.source.report_result_many": bulk(self.report_result),
+            "sms.source.report_result_many": self.report_result_many,
             "sms.source.claim": self.claim,
             "sms.source.release": self.release,
         }
@@ -186,6 +190,24 @@ class RegistryHandlers:
         )
 
     async def report_result(self, incoming: Incoming) -> Reply:
+        return await self._report(incoming, lambda records: self._tell(incoming, records))
+
+    async def report_result_many(self, incoming: Incoming) -> Reply | None:
+        """Each result as if it came alone, but their records are told in one message once
+        every item is applied: the bulk waits for one confirm, and for no other message's."""
+        records: Records = []
+
+        async def collect(told: Records) -> None:
+            records.extend(told)
+
+        replies = await bulk(lambda item: self._report(item, collect))(incoming)
+        if records:
+            await self._tell(incoming, records)
+        return replies
+
+    async def _report(
+        self, incoming: Incoming, tell: Callable[[Records], Awaitable[None]]
+    ) -> Reply:
         domain_id = tenant(incoming)
         report = incoming.read(ReportResult)
         received_at = utcnow()
@@ -206,15 +228,31 @@ class RegistryHandlers:
         record = RecordResult(
             report=report, outcome=outcome, received_at=received_at, trace_id=current_trace_id()
         )
-        await self.records.send(
-            domain_id,
-            report.server_id,
-            record,
+        item = BulkItem(
+            key=report.server_id,
+            body=record.model_dump(mode="json"),
             message_id=derived_id(incoming.message_id, "record"),
         )
+        await tell([item])
         # A report is a fact: kept, it is answered 200 whether or not the lifecycle took
         # it (its record and the record's event say which, and why).
         return Reply(status=200, body={})
+
+    async def _tell(self, incoming: Incoming, records: Records) -> None:
+        """Tells command-result to record these results, and returns once the broker has
+        them: from then on they are kept whatever happens to this process."""
+        if len(records) == 1:
+            key, body, message_id = (
+                RECORD,
+                jsoncodec.dump_bytes(records[0].body),
+                records[0].message_id,
+            )
+        else:
+            key, body = RECORD + SUFFIX, BulkRequest(items=records).model_dump_json().encode()
+            message_id = derived_id(incoming.message_id, "records")
+        await self.requester.tell(
+            key, body, domain_id=tenant(incoming), message_id=message_id, timeout=self.timeout
+        )
 
     async def claim(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)

@@ -125,16 +125,3 @@ async def test_a_request_that_waited_behind_another_goes_with_the_time_it_has_le
         with pytest.raises(Unavailable):
             await waiting
     assert len(timeouts) == 2 and timeouts[1] < 0.15  # not a second full timeout
-
-
-async def test_told_commands_return_once_sent_and_keep_each_items_id() -> None:
-    requester = ScriptedRequester({})  # nobody answers a told command
-    sender = BulkSender(requester, "sms.x.record", timeout=10, told=True)
-    lone = await sender.send("d", "k1", {"n": 1}, message_id="m1")
-    together = await asyncio.gather(
-        *(sender.send("d", f"k{i}", {"n": i}, message_id=f"m{i}") for i in (2, 3, 4))
-    )
-    assert lone.status == 202 and {r.status for r in together} == {202}
-    assert requester.keys() == ["sms.x.record", "sms.x.record", "sms.x.record_many"]
-    many = requester.sent[2][1]["items"]
-    assert [(i["key"], i["message_id"]) for i in many] == [("k3", "m3"), ("k4", "m4")]
