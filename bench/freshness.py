@@ -6,7 +6,10 @@ its own, so a poll may meet a process other than the one that relayed a change):
 - *handed out after queued*: a task is started (its START is queued for the agent); the
   time from the start's 200 until a poll answers START;
 - *stale after answered*: an agent reports START's result; for a while after the 200,
-  polls go out as fast as they can; how many still answered START, and until when.
+  polls go out as fast as they can; how many still answered START, and until when;
+- *recorded after answered*: an agent reports a result; the time from its 200 until the
+  server's history (`GET …/command_results`, asked again at once) lists it, since the
+  registry answers a result before command-result records it.
 """
 
 from __future__ import annotations
@@ -61,18 +64,20 @@ class Freshness:
     stale_polls: int
     polls_after_answer: int
     stale_until_ms: float  # the latest a poll still answered the answered command
+    recorded_ms: list[float]  # one per result reported
 
-    def describe(self) -> tuple[str, str]:
-        out = sorted(self.handed_out_ms)
-        handed = (
-            f"median {statistics.median(out):.1f}, p99 {out[int(len(out) * 0.99) - 1]:.1f}, "
-            f"max {out[-1]:.1f}"
-        )
+    def describe(self) -> tuple[str, str, str]:
         stale = (
             f"{self.stale_polls} of {self.polls_after_answer} polls, the last "
             f"{self.stale_until_ms:.1f} ms after the 200"
         )
-        return handed, stale
+        return _spread(self.handed_out_ms), stale, _spread(self.recorded_ms)
+
+
+def _spread(values: list[float]) -> str:
+    ordered = sorted(values)
+    p99 = ordered[int(len(ordered) * 0.99) - 1]
+    return f"median {statistics.median(ordered):.1f}, p99 {p99:.1f}, max {ordered[-1]:.1f}"
 
 
 async def measure(url: str, token: str, servers: list[str], watch: float = 0.2) -> Freshness:
@@ -84,6 +89,7 @@ async def measure(url: str, token: str, servers: list[str], watch: float = 0.2) 
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
             handed = [await _handed_out(http, polls, server_id) for server_id in servers]
             stale = [await _stale(http, polls, server_id, watch) for server_id in servers]
+            recorded = [await _recorded(http, server_id) for server_id in servers]
     finally:
         polls.close()
     return Freshness(
@@ -91,6 +97,7 @@ async def measure(url: str, token: str, servers: list[str], watch: float = 0.2) 
         stale_polls=sum(count for count, _, _ in stale),
         polls_after_answer=sum(total for _, total, _ in stale),
         stale_until_ms=max(until for _, _, until in stale),
+        recorded_ms=recorded,
     )
 
 
@@ -116,3 +123,14 @@ async def _stale(
         if await polls.command_name(server_id) == "START":
             stale, until = stale + 1, elapsed * 1000
     return stale, total, until
+
+
+async def _recorded(http: httpx.AsyncClient, server_id: str) -> float:
+    history = f"/v3/sources/{server_id}/command_results"
+    before = (await http.get(history)).json()["count"]
+    result = {"command_name": "UPLOAD_LOG", "result": "success", "result_detail": {"n": 1}}
+    await answered(http, f"/v3/sources/{server_id}/command_result", result)
+    answered_at = time.perf_counter()
+    while (await http.get(history)).json()["count"] == before:
+        pass  # asked again at once: each question is a round trip to command-result
+    return (time.perf_counter() - answered_at) * 1000

@@ -623,7 +623,7 @@ async def fleet_rows(amqp_url: str, quick: bool) -> list[str]:
             freshness = await measure_freshness(url, bearer, fresh)
         finally:
             system.stop_all()
-    handed, stale = freshness.describe()
+    handed, stale, recorded = freshness.describe()
     largest = f"**{best.agents}**" if best else "none"
     tail = Tail(
         rate=statistics.median(t.polls_per_s for t in tails), p99s=[t.p99_ms for t in tails]
@@ -648,6 +648,7 @@ async def fleet_rows(amqp_url: str, quick: bool) -> list[str]:
             "a queued command handed out to the agent after its task's start (ms)", handed, "", None
         ),
         row("polls still handed the command after its result was answered 200", stale, "", None),
+        row("a result listed in its server's history after its 200 (ms)", recorded, "", None),
     ]
 
 
