@@ -154,27 +154,26 @@ class BulkSender:
         left = self.timeout - (time.monotonic() - min(item.sent_at for item in items))
         if left <= 0:
             raise Unavailable(f"no time left to send {self.routing_key}")
-        if len(items) == 1:
-            reply = await self.requester.request(
-                self.routing_key,
-                jsoncodec.dump_bytes(items[0].body),
-                domain_id=domain_id,
-                message_id=items[0].message_id,
-                timeout=left,
-            )
-            return [reply]
-        request = BulkRequest(
-            items=[BulkItem(key=i.key, body=i.body, message_id=i.message_id) for i in items]
+        key, body, message_id = carrying(
+            self.routing_key,
+            [BulkItem(key=i.key, body=i.body, message_id=i.message_id) for i in items],
         )
         reply = await self.requester.request(
-            self.routing_key + SUFFIX,
-            request.model_dump_json().encode(),
-            domain_id=domain_id,
-            timeout=left,
+            key, body, domain_id=domain_id, message_id=message_id, timeout=left
         )
+        if len(items) == 1:
+            return [reply]
         if reply.status != 200:
             return [reply] * len(items)  # the message itself refused: each item is
         return BulkReply.model_validate(reply.body).replies
+
+
+def carrying(routing_key: str, items: list[BulkItem]) -> tuple[str, bytes, str | None]:
+    """Routing key, body and message id of the message that carries `items`: a lone item
+    goes as the plain command under its own id, more as one `<key>_many`."""
+    if len(items) == 1:
+        return routing_key, jsoncodec.dump_bytes(items[0].body), items[0].message_id
+    return routing_key + SUFFIX, BulkRequest(items=items).model_dump_json().encode(), None
 
 
 def _held(exc: BaseException) -> BaseException:

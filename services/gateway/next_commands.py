@@ -102,7 +102,7 @@ class NextCommands:
         entry = self._entries.get(server_id)
         if entry is None:
             return
-        if entry.confirmed and entry.command_name and entry.command_name == command_name:
+        if entry.confirmed and entry.command_name == command_name:
             entry.body, entry.command_name, entry.answered = NOTHING, "", True
         else:
             entry.confirmed = False

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from shared import jsoncodec
 from shared.aggregates import Decision, apply, reject, visible
-from shared.bulk import SUFFIX, BulkItem, BulkRequest, bulk
+from shared.bulk import BulkItem, bulk, carrying
 from shared.bus import Requests
 from shared.consumer import Handler, query, tenant
 from shared.contracts.commands import RecordResult, ReportResult
@@ -42,10 +41,9 @@ Records = list[BulkItem]  # `list` is also a handler's name below
 
 
 class RegistryHandlers:
-    def __init__(self, store: Store, requester: Requests, timeout: float = 10.0) -> None:
+    def __init__(self, store: Store, requester: Requests) -> None:
         self.store = store
         self.requester = requester
-        self.timeout = timeout
 
     def routes(self) -> dict[str, Handler]:
         return {
@@ -241,18 +239,8 @@ class RegistryHandlers:
     async def _tell(self, incoming: Incoming, records: Records) -> None:
         """Tells command-result to record these results, and returns once the broker has
         them: from then on they are kept whatever happens to this process."""
-        if len(records) == 1:
-            key, body, message_id = (
-                RECORD,
-                jsoncodec.dump_bytes(records[0].body),
-                records[0].message_id,
-            )
-        else:
-            key, body = RECORD + SUFFIX, BulkRequest(items=records).model_dump_json().encode()
-            message_id = derived_id(incoming.message_id, "records")
-        await self.requester.tell(
-            key, body, domain_id=tenant(incoming), message_id=message_id, timeout=self.timeout
-        )
+        key, body, message_id = carrying(RECORD, records)
+        await self.requester.tell(key, body, domain_id=tenant(incoming), message_id=message_id)
 
     async def claim(self, incoming: Incoming) -> Reply:
         domain_id = tenant(incoming)

@@ -11,8 +11,6 @@ REGISTRY = ServiceDefinition(
     name="registry",
     bindings=("sms.source.*",),
     collections={COLLECTION: ("state", "ip", "migration_cycle", "connected")},
-    handlers=lambda store, requester, settings: RegistryHandlers(
-        store, requester, settings.reply_timeout
-    ),
+    handlers=lambda store, requester, _settings: RegistryHandlers(store, requester),
     health_port=lambda settings: settings.registry_health_port,
 )

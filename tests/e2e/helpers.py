@@ -107,3 +107,12 @@ async def eventually(check: Any, timeout: float = 10.0) -> Any:
             if value:
                 return value
             await asyncio.sleep(0.1)
+
+
+async def eventually_or(check: Any, otherwise: Any, timeout: float = 30.0) -> Any:
+    """What `check()` returns once it holds, or what `otherwise()` says after `timeout`:
+    the assertion that follows then shows what is missing instead of a bare timeout."""
+    try:
+        return await eventually(check, timeout)
+    except TimeoutError:
+        return await otherwise()

@@ -20,7 +20,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from shared import failover
 from shared.topology import EVENTS
 from tests.conftest import auth
-from tests.e2e.helpers import act, create_task, eventually, ok, register
+from tests.e2e.helpers import act, create_task, eventually, eventually_or, ok, register
 from tests.e2e.test_faults import Load, all_stored
 from tests.e2e.test_run_supervisor import ResultLoad, recorded_marks
 from tests.e2e.test_scripts import COC, create_script, execute, wait_done
@@ -215,10 +215,8 @@ async def accepted_results(client: httpx.AsyncClient, server_id: str) -> list[st
         names = await listed()
         return names if {"START", "SYNC"} <= set(names) else None
 
-    try:
-        return await eventually(both, timeout=30)
-    except TimeoutError:
-        return await listed()
+    result: list[str] = await eventually_or(both, listed)
+    return result
 
 
 async def calls_reach(loads: list[Load], count: int) -> bool:

@@ -8,6 +8,7 @@ from shared.contracts.catalog import EVENTS
 from shared.envelope import Event
 from tests.conftest import auth
 from tests.e2e.helpers import act, create_task, eventually, ok, register, report, source, task
+from tests.e2e.test_command_results import history
 from tests.support.integrator import event_tap
 
 
@@ -82,15 +83,9 @@ async def test_happy_path_from_registration_to_finished(
     assert finished["lock"]["held"] is False
 
     # A result is recorded a hop after its 200: the last may still be on its way.
-    results = await eventually(lambda: _results(client, server_id, 3))
+    results = await history(client, server_id, count=3)
     assert [r["command_name"] for r in results] == ["SYNC", "SYNC", "START"]
     assert all(r["accepted"] and r["trace_id"] for r in results)
-
-
-async def _results(client: httpx.AsyncClient, server_id: str, count: int) -> list[dict] | None:  # type: ignore[type-arg]
-    history = await ok(client.get(f"/v3/sources/{server_id}/command_results", headers=auth()))
-    results = list(history["command_results"])
-    return results if len(results) >= count else None
 
 
 async def _command_named(client: httpx.AsyncClient, server_id: str, name: str) -> dict | None:  # type: ignore[type-arg]

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from tests.conftest import auth
-from tests.e2e.helpers import eventually, ok, server_body
+from tests.e2e.helpers import eventually, eventually_or, ok, server_body
 from tests.e2e.test_faults import Load, all_stored
 from tests.support import broker
 from tests.support.processes import free_port
@@ -192,14 +192,15 @@ async def recorded_marks(
     """The server's stored marks once every answered one is there (a result is recorded a
     hop after its 200), or as they are after 30 s, for the assertion to say what is missing."""
 
+    async def stored() -> list[str]:
+        return await history_marks(client, domain, server_id)
+
     async def all_there() -> list[str] | None:
-        marks = await history_marks(client, domain, server_id)
+        marks = await stored()
         return marks if set(answered) <= set(marks) else None
 
-    try:
-        return await eventually(all_there, timeout=30)
-    except TimeoutError:
-        return await history_marks(client, domain, server_id)
+    result: list[str] = await eventually_or(all_there, stored)
+    return result
 
 
 async def test_killing_each_service_under_rehost_run_loses_nothing_and_it_comes_back(
