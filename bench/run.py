@@ -45,6 +45,7 @@ from bench.fixtures import (
 from bench.fleet import largest_fleet, run_fleet
 from bench.freshness import measure as measure_freshness
 from bench.load import Result, at_rate, wrk
+from shared.config import Settings
 from tests.support import broker, mongo
 from tests.support.integrator import event_tap
 from tests.support.processes import System, free_port
@@ -136,7 +137,7 @@ async def raw_consume(amqp_url: str, count: int, queue: str) -> float:
 def start_system(
     amqp_url: str,
     workdir: Path,
-    gateway_workers: int = 2,
+    gateway_workers: int = Settings().gateway_workers,  # as `make run` starts it
     registry_replicas: int = 1,
     store_url: str = "",
 ) -> System:
@@ -553,7 +554,7 @@ async def sqlite_rows(
     MongoDB rows compare with."""
     seconds = 5 if quick else 15
     with tempfile.TemporaryDirectory() as tmp:
-        system = start_system(amqp_url, Path(tmp), gateway_workers=2)
+        system = start_system(amqp_url, Path(tmp))
         try:
             lines, register = await register_rows(system, amqp_url, limits.publishing, seconds)
             await drained(amqp_url)
@@ -587,7 +588,7 @@ async def results_alone(amqp_url: str, limits: Ceilings, quick: bool) -> list[st
     """The command-result rows on a system of their own: `--only results`, to measure a
     change to the results' chain without the half hour of everything else."""
     with tempfile.TemporaryDirectory() as tmp:
-        system = start_system(amqp_url, Path(tmp), gateway_workers=2)
+        system = start_system(amqp_url, Path(tmp))
         try:
             run = await result_rows(
                 system, amqp_url, limits.publishing, 5 if quick else 15, 200 if quick else 1000
@@ -602,7 +603,7 @@ async def fleet_rows(amqp_url: str, quick: bool) -> list[str]:
     poll may be (bench/freshness.py), on a system of their own."""
     steps = [4_000, 10_000] if quick else [6_000, 10_000, 14_000, 18_000, 22_000, 26_000]
     with tempfile.TemporaryDirectory() as tmp:
-        system = start_system(amqp_url, Path(tmp), gateway_workers=2)
+        system = start_system(amqp_url, Path(tmp))
         try:
             await drained(amqp_url)
             url, bearer = system.gateway_url, token()["X-Auth-Token"]
