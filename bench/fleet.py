@@ -18,6 +18,7 @@ import asyncio
 import json
 import random
 import re
+import sys
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -279,7 +280,7 @@ async def largest_fleet(
         reporting = tasks[: agents // 10]
         for _ in range(2):
             run = await run_fleet(url, token, servers[:agents], reporting, seconds=seconds)
-            print(f"fleet: {run.describe()}", flush=True)
+            print(f"fleet: {run.describe()}", file=sys.stderr, flush=True)  # beside the table
             runs.append(run)
             if run.holds:
                 break

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -653,18 +653,26 @@ async def fleet_rows(amqp_url: str, quick: bool) -> list[str]:
     ]
 
 
-async def everything(amqp_url: str, limits: Ceilings, quick: bool) -> list[str]:
+async def parts(
+    amqp_url: str, limits: Ceilings, quick: bool, only: str | None
+) -> AsyncIterator[list[str]]:
+    """The table's rows, a part at a time as each is measured: a part that fails later
+    (a missing tool, a crashed system) does not take the figures already taken with it."""
+    if only == "results":
+        yield await results_alone(amqp_url, limits, quick)
+        return
+    if only == "fleet":
+        yield await fleet_rows(amqp_url, quick)
+        return
     lines, sqlite = await sqlite_rows(amqp_url, limits, quick)
-    lines += await fleet_rows(amqp_url, quick)
+    yield lines
+    yield await fleet_rows(amqp_url, quick)
     seconds = 5 if quick else 15
-    lines += await mongodb_rows(amqp_url, limits.publishing.rps, sqlite, seconds, quick)
+    yield await mongodb_rows(amqp_url, limits.publishing.rps, sqlite, seconds, quick)
     if quick:  # four more systems to start: the full run's part
-        lines.append(
-            row("scaling over gateway workers and registry replicas", "`make bench`", "", None)
-        )
+        yield [row("scaling over gateway workers and registry replicas", "`make bench`", "", None)]
     else:
-        lines += await scaling_shape(amqp_url, 10)
-    return lines
+        yield await scaling_shape(amqp_url, 10)
 
 
 async def main(quick: bool, only: str | None) -> None:
@@ -672,20 +680,15 @@ async def main(quick: bool, only: str | None) -> None:
     broker.ensure_running()
     vhost = broker.create_vhost()
     amqp_url = broker.amqp_url(vhost)
-    lines = ["| measure | Rehost | ceiling | ratio |", "|---|---|---|---|"]
     try:
         limits = await ceilings(amqp_url, seconds, raw=10_000 if quick else 50_000)
         print(limits.describe(), flush=True)
-        if only == "results":
-            lines += await results_alone(amqp_url, limits, quick)
-        elif only == "fleet":
-            lines += await fleet_rows(amqp_url, quick)
-        else:
-            lines += await everything(amqp_url, limits, quick)
+        print("| measure | Rehost | ceiling | ratio |\n|---|---|---|---|", flush=True)
+        async for lines in parts(amqp_url, limits, quick, only):
+            print("\n".join(lines), flush=True)
     finally:
         if vhost:
             broker.delete_vhost(vhost)
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":
