@@ -21,7 +21,7 @@ import re
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -32,6 +32,8 @@ PROGRESS_EVERY = 10.0
 JITTER = 0.1
 TARGET_P99_MS = 100.0
 MAX_CONNECTIONS = 512
+# How an agent proves who it is: (method, path, body) → the headers that say so.
+Auth = Callable[[str, str, str], dict[str, str]]
 _LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
 
 
@@ -173,11 +175,18 @@ class FleetRun:
         )
 
 
-def _request(host: str, method: str, path: str, token: str, body: bytes = b"") -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", f"X-Auth-Token: {token}"]
+def _request(host: str, method: str, path: str, auth: Auth, body: bytes = b"") -> bytes:
+    headers = {"Host": host, **auth(method, path, body.decode())}
     if body:
-        lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+        headers.setdefault("Content-Type", "application/json")
+        headers["Content-Length"] = str(len(body))
+    lines = [f"{method} {path} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items())]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def with_token(token: str) -> Auth:
+    """An agent's credentials as a token (an SDK's signature: bench.signing.signer)."""
+    return lambda *_: {"X-Auth-Token": token}
 
 
 def _progress_body(task_index: int) -> bytes:
@@ -199,7 +208,7 @@ def _schedule(
 
 async def run_fleet(
     url: str,
-    token: str,
+    auth: Auth,
     servers: Sequence[str],
     tasks: Sequence[str],
     *,
@@ -212,9 +221,9 @@ async def run_fleet(
     each gateway process what it does not know yet: a server polled twice may meet both
     processes once)."""
     host = urlsplit(url).netloc
-    polls = [_request(host, "GET", f"/v3/sources/{s}/command", token) for s in servers]
+    polls = [_request(host, "GET", f"/v3/sources/{s}/command", auth) for s in servers]
     reports = [
-        _request(host, "PUT", f"/v3/tasks/{t}/progress", token, _progress_body(i))
+        _request(host, "PUT", f"/v3/tasks/{t}/progress", auth, _progress_body(i))
         for i, t in enumerate(tasks)
     ]
     rng = random.Random(seed)
@@ -264,7 +273,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 async def largest_fleet(
     url: str,
-    token: str,
+    auth: Auth,
     servers: Sequence[str],
     tasks: Sequence[str],
     steps: Sequence[int],
@@ -279,7 +288,7 @@ async def largest_fleet(
     for agents in steps:
         reporting = tasks[: agents // 10]
         for _ in range(2):
-            run = await run_fleet(url, token, servers[:agents], reporting, seconds=seconds)
+            run = await run_fleet(url, auth, servers[:agents], reporting, seconds=seconds)
             print(f"fleet: {run.describe()}", file=sys.stderr, flush=True)  # beside the table
             runs.append(run)
             if run.holds:

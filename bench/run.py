@@ -42,7 +42,7 @@ from bench.fixtures import (
     started_servers,
     token,
 )
-from bench.fleet import largest_fleet, run_fleet
+from bench.fleet import largest_fleet, run_fleet, with_token
 from bench.freshness import measure as measure_freshness
 from bench.load import Result, at_rate, wrk
 from shared.config import Settings
@@ -446,7 +446,11 @@ async def register_rows(
     await drained(amqp_url)
     fresh = register_bodies(5000, f"sig-{uuid.uuid4().hex[:4]}")  # not yet stored
     signed = wrk(
-        url, "/v3/sources", signing.signed_requests(url, "/v3/sources", fresh), {}, seconds=seconds
+        url,
+        "/v3/sources",
+        signing.signed_requests(url, [("/v3/sources", body) for body in fresh]),
+        {},
+        seconds=seconds,
     )
     await drained(amqp_url)
     verify_us, floor_us = signing.verify_cost_us(bodies[0])
@@ -598,6 +602,14 @@ async def results_alone(amqp_url: str, limits: Ceilings, quick: bool) -> list[st
     return run.lines
 
 
+def signed_polls(url: str, servers: list[str], seconds: int) -> tuple[Result, Result]:
+    """Polls of these servers at 64 connections, with a token and signed by the SDK."""
+    polls = [(f"/v3/sources/{server_id}/command", "") for server_id in servers]
+    by_token = wrk(url, "/", polls, token(), seconds=seconds, method="GET")
+    signed = signing.signed_requests(url, polls, method="GET")
+    return by_token, wrk(url, "/", signed, {}, seconds=seconds, method="GET")
+
+
 async def fleet_rows(amqp_url: str, quick: bool) -> list[str]:
     """The largest fleet of polling agents that holds (bench/fleet.py), and how stale a
     poll may be (bench/freshness.py), on a system of their own."""
@@ -607,19 +619,26 @@ async def fleet_rows(amqp_url: str, quick: bool) -> list[str]:
         try:
             await drained(amqp_url)
             url, bearer = system.gateway_url, token()["X-Auth-Token"]
+            agents = with_token(bearer)
             servers = await registered(
                 amqp_url, small_bodies(steps[-1], f"fl-{uuid.uuid4().hex[:4]}")
             )
             async with httpx.AsyncClient(base_url=url, headers=token(), timeout=60) as http:
                 tasks = await start_tasks(http, servers[: steps[-1] // 10], concurrency=16)
             await drained(amqp_url)
+            by_token, by_key = signed_polls(url, servers[:1000], seconds=5 if quick else 10)
             with CpuShare(groups(system)) as cpu:
-                best, runs = await largest_fleet(url, bearer, servers, tasks, steps)
-            half = (best.agents if best else steps[0]) // 2
+                best, runs = await largest_fleet(url, agents, servers, tasks, steps)
+            largest_n = best.agents if best else steps[0]
+            half = largest_n // 2
             tails = [
-                await run_fleet(url, bearer, servers[:half], tasks[: half // 10])
+                await run_fleet(url, agents, servers[:half], tasks[: half // 10])
                 for _ in range(1 if quick else 3)
             ]
+            # The same fleet as the SMS agents authenticate: every request signed.
+            sdk = await run_fleet(
+                url, signing.signer(url), servers[:largest_n], tasks[: largest_n // 10]
+            )
             fresh = servers[steps[-1] // 10 :][:50]  # polled by the fleet, without tasks
             freshness = await measure_freshness(url, bearer, fresh)
         finally:
@@ -631,6 +650,13 @@ async def fleet_rows(amqp_url: str, quick: bool) -> list[str]:
     )
     return [
         row(
+            "polls signed by the SDK (access key, as SMS agents send them), vs with a token: "
+            "req/s at 64 connections",
+            rate(by_key),
+            f"{by_token.rps:.0f}",
+            by_key.rps / by_token.rps,
+        ),
+        row(
             "largest fleet polling every 5 s (10 % also reporting progress every 10 s) with "
             "p99 ≤ 100 ms and no errors: agents",
             largest,
@@ -638,6 +664,12 @@ async def fleet_rows(amqp_url: str, quick: bool) -> list[str]:
             None,
         ),
         *(row(f"fleet of {r.agents}", r.describe().split(": ", 1)[1], "", None) for r in runs),
+        row(
+            f"fleet of {sdk.agents} signing every request with an access key (as SMS agents do)",
+            sdk.describe().split(": ", 1)[1],
+            "",
+            None,
+        ),
         row("CPU cores in use over the fleet runs", cpu.describe(), "", None),
         row(
             f"polls at half that fleet ({half} agents, {tail.rate:.0f} polls/s): p99 (ms)",

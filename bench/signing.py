@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -31,16 +32,15 @@ def key_line(domain: str) -> str:
     )
 
 
-def signed_requests(
-    url: str, path: str, bodies: list[str]
-) -> list[tuple[str, str, dict[str, str]]]:
-    """Each body signed by the SDK's own signer, as an SDK client would send it."""
+def signer(url: str) -> Callable[[str, str, str], dict[str, str]]:
+    """Signs (method, path, body) with the SDK's own signer, as an SDK client sends it to
+    `url`: the headers to send (the Host header is the client's own)."""
     host = urlsplit(url).netloc
-    out = []
-    signer = Signer(BasicCredentials(AK, SK, PROJECT))
-    for body in bodies:
+    sdk = Signer(BasicCredentials(AK, SK, PROJECT))
+
+    def sign(method: str, path: str, body: str) -> dict[str, str]:
         request = SdkRequest(
-            method="POST",
+            method=method,
             schema="http",
             host=host,
             resource_path=path,
@@ -48,16 +48,24 @@ def signed_requests(
             header_params={"Content-Type": "application/json", "X-Project-Id": PROJECT},
             body=body.encode(),
         )
-        signer.sign(request)
-        headers = {k: v for k, v in request.header_params.items() if k.lower() != "host"}
-        out.append((path, body, headers))
-    return out
+        sdk.sign(request)
+        return {k: v for k, v in request.header_params.items() if k.lower() != "host"}
+
+    return sign
+
+
+def signed_requests(
+    url: str, requests: Sequence[tuple[str, str]], method: str = "POST"
+) -> list[tuple[str, str, dict[str, str]]]:
+    """Each (path, body) with the headers the SDK signs it with."""
+    sign = signer(url)
+    return [(path, body, sign(method, path, body)) for path, body in requests]
 
 
 def verify_cost_us(body: str, rounds: int = 2000) -> tuple[float, float]:
     """µs per `signing.verify` of one register request, and µs for its bare hashes and HMAC."""
     now = datetime.now(UTC)
-    [(_, _, headers)] = signed_requests("http://rehost:8000", "/v3/sources", [body])
+    [(_, _, headers)] = signed_requests("http://rehost:8000", [("/v3/sources", body)])
     lowered = {k.lower(): v for k, v in headers.items()} | {"host": "rehost:8000"}
     parsed = signing.parse_authorization(lowered["authorization"])
     raw = body.encode()

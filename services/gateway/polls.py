@@ -5,11 +5,11 @@ framework sees it when the caller's token is already known.
 few seconds. `next_command_answer` is the one definition of its answer: the read model's,
 or command-result's when the model does not know (asked many at a time, lookups.py). The
 route answers with it; so does `AnsweredPolls`, in front of the framework, when the
-caller's token is one this process has already verified (and not expired) and it allows
-`sms:server:showCommand` — the same status, body and headers, for a fraction of the cost
-(the framework's middleware, routing and dependencies were two thirds of such a call).
-Anything else — a signed request, a query string, a body, a token not yet seen — goes to
-the route.
+caller — a token this process has already verified (and not expired), or a valid SDK
+signature, as the SMS agents send — allows `sms:server:showCommand`: the same status,
+body and headers, for a fraction of the cost (the framework's middleware, routing and
+dependencies were two thirds of such a call). Anything else — a query string, a body, a
+token not yet seen, a signature refused — goes to the route.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from typing import Any, Protocol
 from starlette.types import Receive, Scope, Send
 
 from shared import jsoncodec
-from shared.auth import Principal, VerifiedTokens
+from shared.auth import Principal
 from shared.bus import Unavailable
 from shared.errors import ApiError, SmsCode
 
+from .deps import fast_caller
 from .errors import unavailable
 from .lookups import NextCommandLookups
 from .next_commands import NextCommands
@@ -82,14 +83,15 @@ class AnsweredPolls:
         match = POLL.fullmatch(scope["path"])
         if match is None or not hasattr(self.app.state, "lookups"):
             return None
-        token = None
+        token = authorization = None
         for name, value in scope["headers"]:
-            if name in (b"content-length", b"transfer-encoding", b"authorization"):
-                return None  # a body to read, or a signature to check: the route's work
+            if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+                return None  # a body to read: the route's work
             if name == b"x-auth-token":
                 token = value.decode("latin-1")
-        tokens: VerifiedTokens = self.app.state.tokens
-        caller = tokens.known(token) if token else None
+            elif name == b"authorization":
+                authorization = value.decode("latin-1")
+        caller = fast_caller(self.app.state, token, authorization, scope, b"")
         if caller is None or not caller.allows(ACTION):
             return None
         return match.group(1), caller

@@ -4,14 +4,16 @@ After polls (polls.py), registers, command results and progress reports are what
 sends most. Their routes validate the body, send it (shared/bulk.py) and answer the reply;
 FastAPI's routing, dependencies, body parsing and middleware were about half of the
 gateway's work per register. `AnsweredWrites` does the same for a request that needs
-nothing else: a token this process has already verified (and not expired) that allows
-the route's action, a JSON body within the size and nesting limits that validates, no
-query string, no signature. It sends the body with the routes' own functions and answers
-with the routes' own response, so the status, body and headers are the same.
+nothing else: a caller that allows the route's action — a token this process has already
+verified (and not expired), or a valid SDK signature, as the SMS agents send (their
+access key is how they authenticate) — a JSON body within the size and nesting limits
+that validates, no query string. It sends the body with the routes' own functions and
+answers with the routes' own response, so the status, body and headers are the same.
 
-Anything else goes to the framework, body and all, as if this were not here: a signed
-request, a token not yet seen, a body that does not validate (the route answers its 400
-in the API's shape), one too large or too deeply nested (the limits answer 413 / 400).
+Anything else goes to the framework, body and all, as if this were not here: a token not
+yet seen, a signature refused (the route answers why), a body that does not validate (the
+route answers its 400 in the API's shape), one too large or too deeply nested (the limits
+answer 413 / 400).
 While spans are exported, every request goes to the framework, which traces it.
 """
 
@@ -28,7 +30,7 @@ from opentelemetry import context as otel_context
 from pydantic import BaseModel, ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
-from shared.auth import Principal, VerifiedTokens
+from shared.auth import Principal
 from shared.bus import Unavailable
 from shared.contracts.commands import CommandResultBody
 from shared.contracts.nesting import nests_deeper
@@ -38,6 +40,7 @@ from shared.envelope import Reply
 from shared.errors import ApiError, SmsCode
 
 from . import commands, sources, tasks
+from .deps import fast_caller
 from .errors import error_answer, unavailable_answer
 from .middleware import enter_request_trace
 from .replies import respond
@@ -84,6 +87,10 @@ WRITES = (
 )
 
 
+# The write, its path's ids, the token and the signature of a request the fast path may take.
+Matched = tuple[Write, tuple[str, ...], str | None, str | None]
+
+
 class AnsweredWrites:
     def __init__(self, app: FastAPI) -> None:
         self.app = app
@@ -94,15 +101,17 @@ class AnsweredWrites:
         if matched is None:
             await self.app(scope, receive, send)
             return
-        write, ids, caller = matched
+        write, ids, token, authorization = matched
         limit = self.state.settings.max_body_bytes
         body, more = await _read(receive, limit)
         usual = not more and len(body) <= limit and not nests_deeper(body)
-        model = _valid(write.body, body) if usual else None
-        if model is None:
+        caller = fast_caller(self.state, token, authorization, scope, body) if usual else None
+        allowed = caller is not None and caller.allows(write.action)
+        model = _valid(write.body, body) if allowed else None
+        if caller is None or model is None:
             await self.app(scope, _replaying(body, more, receive), send)
             return
-        token = enter_request_trace(scope)
+        trace = enter_request_trace(scope)
         try:
             response = respond(await write.send(self.state, caller, ids, model))
         except Unavailable as exc:
@@ -111,11 +120,12 @@ class AnsweredWrites:
             log.exception("request.crashed", path=scope["path"])
             response = error_answer(ApiError(SmsCode.INTERNAL), scope["path"])
         finally:
-            otel_context.detach(token)
+            otel_context.detach(trace)
         await response(scope, receive, send)
 
-    def _matched(self, scope: Scope) -> tuple[Write, tuple[str, ...], Principal] | None:
-        """The write, its path's ids and the caller, when the fast path may answer it."""
+    def _matched(self, scope: Scope) -> Matched | None:
+        """The write, its path's ids, the token and the signature, when the fast path may
+        answer it once its body is read."""
         if scope["query_string"] or not hasattr(self.state, "senders"):
             return None
         for write in WRITES:
@@ -124,19 +134,19 @@ class AnsweredWrites:
                 break
         else:
             return None
-        token, json = None, False
+        token, authorization, json = None, None, False
         for name, value in scope["headers"]:
-            if name in (b"authorization", b"transfer-encoding"):
-                return None  # a signature to check, or a body of unknown length
+            if name == b"transfer-encoding":
+                return None  # a body of unknown length
             if name == b"x-auth-token":
                 token = value.decode("latin-1")
+            elif name == b"authorization":
+                authorization = value.decode("latin-1")
             elif name == b"content-type":
                 json = value.split(b";")[0].strip().lower() == b"application/json"
-        tokens: VerifiedTokens = self.state.tokens
-        caller = tokens.known(token) if token and json else None
-        if caller is None or not caller.allows(write.action):
+        if not json or (token is None and authorization is None):
             return None
-        return write, match.groups(), caller
+        return write, match.groups(), token, authorization
 
 
 def _valid(model: type[BaseModel], body: bytes) -> BaseModel | None:

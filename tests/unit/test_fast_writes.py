@@ -4,6 +4,8 @@ answers itself, and everything it leaves to the route, body and all."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,11 +13,13 @@ import pytest
 from services.gateway.deps import Senders
 from services.gateway.next_commands import NextCommands
 from services.gateway.writes import AnsweredWrites
+from shared.access_keys import AccessKeys
 from shared.auth import VerifiedTokens, mint
 from shared.bulk import BulkSender
 from shared.bus import Unavailable
 from shared.envelope import Reply
 from tests.support.fakes import ScriptedRequester
+from tests.support.sdk import key_file, sdk_signed
 
 SECRET = "unit-secret-unit-secret-unit-secret-00"
 LIMIT = 200
@@ -39,6 +43,7 @@ class Inner:
             "next_commands": self.next_commands,
             "senders": senders,
             "settings": settings,
+            "access_keys": AccessKeys(None),  # none: a signature goes to the route
         }
         self.state = type("State", (), state)()
         self.reached: list[tuple[str, bytes]] = []
@@ -176,3 +181,71 @@ async def test_what_the_fast_path_leaves_to_the_route(
     assert status == 418, case  # the framework's answer
     assert inner.reached == [(scope.get("path", "/v3/sources"), raw)], case  # the whole body
     assert requester.sent == [], case
+
+
+def signed(
+    body: bytes, path: str = "/v3/sources", age: float = 0, **changes: Any
+) -> list[tuple[bytes, bytes]]:
+    """The headers of a POST of `body` signed by the SDK `age` minutes ago; `changes`
+    replace some of them after signing."""
+    when = datetime.now(UTC) - timedelta(minutes=age)
+    headers, _ = sdk_signed("POST", path, [], body, when)
+    headers |= changes
+    return [(k.encode(), v.encode()) for k, v in headers.items()]
+
+
+def with_key(app: AnsweredWrites, folder: Path, actions: list[str], enabled: bool = True) -> None:
+    app.state.access_keys = AccessKeys(str(key_file(folder, "d", actions, enabled)))
+
+
+async def test_a_report_signed_by_the_sdk_is_answered_without_the_framework(
+    tmp_path: Path,
+) -> None:
+    """As the SMS agents send them: their access key is how they authenticate."""
+    app, inner, requester, _ = setup()
+    with_key(app, tmp_path, ["sms:*"])
+    raw = json.dumps(REGISTER).encode()
+    status, _, body = await call(app, raw, signed(raw))
+    assert (status, body) == (200, {"id": "s-1"})
+    assert requester.sent == [("sms.source.register", REGISTER, None)]
+    result = json.dumps({"command_name": "SYNC", "result": "success", "result_detail": {}})
+    path = "/v3/sources/s1/command_result"
+    status, _, _ = await call(app, result.encode(), signed(result.encode(), path), path=path)
+    assert status == 200 and requester.sent[-1][0] == "sms.source.report_result"
+    assert inner.reached == []
+
+
+@pytest.mark.parametrize(
+    ("case", "actions", "enabled", "changes", "tampered"),
+    [
+        ("a body other than the one signed", ["*"], True, {}, True),
+        ("a date past the 15 minutes", ["*"], True, {"age": 16}, False),
+        ("a project the key does not cover", ["*"], True, {"x-project-id": "p2"}, False),
+        (
+            "an unknown key",
+            ["*"],
+            True,
+            {"authorization": "SDK-HMAC-SHA256 Access=AKX, SignedHeaders=host, Signature=00"},
+            False,
+        ),
+        ("a disabled key", ["*"], False, {}, False),
+        ("a key without the action", ["sms:server:queryServer"], True, {}, False),
+        ("another scheme", ["*"], True, {"authorization": "Basic eDp5"}, False),
+    ],
+)
+async def test_a_signature_the_route_would_refuse_goes_to_it(
+    tmp_path: Path,
+    case: str,
+    actions: list[str],
+    enabled: bool,
+    changes: dict[str, Any],
+    tampered: bool,
+) -> None:
+    app, inner, requester, _ = setup()
+    with_key(app, tmp_path, actions, enabled)
+    raw = json.dumps(REGISTER).encode()
+    headers = signed(raw, **changes)
+    sent = json.dumps({**REGISTER, "name": "web-2"}).encode() if tampered else raw
+    status, _, _ = await call(app, sent, headers)
+    assert status == 418, case  # the framework's answer: the route says what is wrong
+    assert inner.reached == [("/v3/sources", sent)] and requester.sent == [], case

@@ -4,6 +4,8 @@ framework (services/gateway/next_commands.py, polls.py)."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from hypothesis import given
@@ -11,7 +13,9 @@ from hypothesis import strategies as st
 
 from services.gateway.next_commands import NextCommands
 from services.gateway.polls import AnsweredPolls
+from shared.access_keys import AccessKeys
 from shared.auth import VerifiedTokens, mint
+from tests.support.sdk import key_file, sdk_signed
 
 START = {"command_name": "START", "command_param": {"task_id": "t"}}
 SYNC = {"command_name": "SYNC", "command_param": None}
@@ -143,7 +147,12 @@ class Inner:
 
     def __init__(self, tokens: VerifiedTokens, model: NextCommands) -> None:
         self.lookups = Lookups({})
-        state = {"tokens": tokens, "next_commands": model, "lookups": self.lookups}
+        state = {
+            "tokens": tokens,
+            "next_commands": model,
+            "lookups": self.lookups,
+            "access_keys": AccessKeys(None),  # none: a signature goes to the route
+        }
         self.state = type("State", (), state)()
         self.reached: list[str] = []
 
@@ -209,3 +218,29 @@ async def test_what_the_fast_path_leaves_to_the_route() -> None:
     ]:
         assert (await poll(app, headers, **scope))[0] == 404
     assert len(inner.reached) == 6 and not inner.lookups.asked
+
+
+def signed_poll(path: str = "/v3/sources/s/command", age: float = 0) -> Headers:
+    """The headers of a poll signed by the SDK `age` minutes ago, as the SMS agents send it."""
+    headers, _ = sdk_signed("GET", path, [], b"", datetime.now(UTC) - timedelta(minutes=age))
+    return [(k.encode(), v.encode()) for k, v in headers.items()]
+
+
+async def test_a_poll_signed_by_the_sdk_is_answered_before_the_framework(tmp_path: Path) -> None:
+    tokens, model = VerifiedTokens(SECRET), NextCommands()
+    inner = Inner(tokens, model)
+    app = AnsweredPolls(inner)  # type: ignore[arg-type]
+    model.learn("s", "d", 1, START, confirmed=True)
+    inner.state.access_keys = AccessKeys(str(key_file(tmp_path, "d", ["sms:*"])))
+    status, body = await poll(app, [*signed_poll(), (b"content-length", b"0")])
+    assert (status, json.loads(body)) == (200, START) and inner.reached == []
+    refused = [
+        signed_poll("/v3/sources/other/command"),  # signed for another path
+        signed_poll(age=16),  # past the 15 minutes
+        [(k, v) for k, v in signed_poll() if k != b"x-sdk-date"],
+    ]
+    for headers in refused:
+        assert (await poll(app, headers))[0] == 404  # the route's answer
+    assert len(inner.reached) == 3 and not inner.lookups.asked
+    inner.state.access_keys = AccessKeys(str(key_file(tmp_path, "d", ["sms:server:queryServer"])))
+    assert (await poll(app, signed_poll()))[0] == 404 and len(inner.reached) == 4

@@ -6,42 +6,16 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 import pytest
-from huaweicloudsdkcore.auth.credentials import BasicCredentials
-from huaweicloudsdkcore.sdk_request import SdkRequest
-from huaweicloudsdkcore.signer.signer import Signer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared import signing
+from tests.support.sdk import SK, sdk_signed
 
-AK, SK = "AKUNITTEST0000000001", "unit-secret"
 segment = st.text(
     alphabet=st.characters(codec="utf-8", exclude_characters="/?#\x00"), min_size=1, max_size=8
 )
 query_value = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=8)
-
-
-def sdk_signed(
-    method: str, path: str, query: list[tuple[str, str]], body: bytes, when: datetime
-) -> tuple[dict[str, str], str]:
-    headers = {
-        "Content-Type": "application/json",
-        "X-Project-Id": "p1",
-        "X-Sdk-Date": when.strftime(signing.DATE_FORMAT),
-    }
-    request = SdkRequest(
-        method=method,
-        schema="http",
-        host="rehost.test:8000",
-        resource_path=path,
-        query_params=list(query),
-        header_params=headers,
-        body=body,
-    )
-    Signer(BasicCredentials(AK, SK, "p1")).sign(request)
-    signed = {k.lower(): v for k, v in request.header_params.items()}
-    raw_query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in query)
-    return signed, raw_query
 
 
 @settings(max_examples=200, deadline=None)
