@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import zlib
 from typing import Any
 
 import pytest
@@ -125,3 +126,47 @@ async def test_a_request_that_waited_behind_another_goes_with_the_time_it_has_le
         with pytest.raises(Unavailable):
             await waiting
     assert len(timeouts) == 2 and timeouts[1] < 0.15  # not a second full timeout
+
+
+async def settled() -> None:
+    """Lets every task that can run do so, up to its next real wait."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_lanes_carry_other_keys_beside_a_message_on_its_way_and_one_key_in_order() -> None:
+    """Two lanes (the gateway's registers): a second message goes while the first is on
+    its way, but never one with a key whose earlier request is still unanswered."""
+    on_the_way: list[list[str]] = []
+    gates: list[asyncio.Event] = []
+
+    class Held:
+        async def request(self, routing_key: str, body: bytes, **_: Any) -> Reply:
+            sent = json.loads(body)
+            keys = [i["key"] for i in sent["items"]] if "items" in sent else [sent["key"]]
+            on_the_way.append(keys)
+            gates.append(asyncio.Event())
+            await gates[-1].wait()
+            if "items" not in sent:
+                return Reply(status=200, body=sent)
+            replies = [{"status": 200, "body": i["body"]} for i in sent["items"]]
+            return Reply(status=200, body={"replies": replies})
+
+    sender = BulkSender(Held(), "sms.x.do", timeout=10, lanes=2)  # type: ignore[arg-type]
+    lane_of = {key: zlib.crc32(key.encode()) % 2 for key in ("a", "b", "c", "d")}
+    first, other = "a", next(k for k in "bcd" if lane_of[k] != lane_of["a"])
+    same = next(k for k in "bcd" if lane_of[k] == lane_of["a"])
+    sends = [asyncio.create_task(sender.send("d", first, {"key": first, "n": 1}))]
+    await asyncio.sleep(0)
+    sends.append(asyncio.create_task(sender.send("d", other, {"key": other, "n": 2})))
+    sends.append(asyncio.create_task(sender.send("d", first, {"key": first, "n": 3})))
+    sends.append(asyncio.create_task(sender.send("d", same, {"key": same, "n": 4})))
+    await settled()
+    assert on_the_way == [[first], [other]]  # two messages on their way, one per lane
+    gates[0].set()
+    await settled()
+    assert on_the_way[2] == [first, same]  # the first's lane again, the key's order kept
+    for gate in gates:
+        gate.set()
+    replies = await asyncio.gather(*sends)
+    assert [r.body["n"] for r in replies] == [1, 2, 3, 4]
