@@ -74,6 +74,15 @@ def check(binding: Document | None, claim: Claim, body_sn: str) -> Document:
     return binding
 
 
+def fresh_for(offline_after: float, heartbeat: float) -> float:
+    """How long a stored `last_seen` may go unrefreshed by a heartbeat that says nothing
+    else new. Every heartbeat was a write (a fleet's biggest load on the executor's store);
+    skipping those whose last write is this recent keeps an alive agent's `last_seen` within
+    this plus two heartbeats of now, which is still inside `offline_after`: a third of it
+    at most, and never so much that one late heartbeat would read as offline."""
+    return max(0.0, min(offline_after / 3, offline_after - 2 * heartbeat))
+
+
 def heartbeat(
     current: Document | None,
     claim: Claim,
@@ -82,10 +91,12 @@ def heartbeat(
     *,
     first_use: str | None,
     vm_taken: bool,
+    fresh: float = 0.0,
 ) -> Decision:
     """Records the agent as alive. `first_use`: the tenant an unknown agent is bound to
     (trust on first use), or None when only an operator binds agents. `vm_taken`: the VM
-    it names already has another agent."""
+    it names already has another agent. `fresh`: how recent a `last_seen` needs no new
+    write when nothing else the agent says has changed (`fresh_for`)."""
     if current is None and first_use is not None and beat.agent_sn == claim.agent_sn:
         vm_uuid = None if vm_taken else beat.vm_uuid
         claimed = AgentBinding(
@@ -100,6 +111,10 @@ def heartbeat(
             f"agent {claim.agent_sn!r} names VM {beat.vm_uuid!r}, bound to {bound_vm!r}",
         )
     alive = beat.model_dump(mode="json", include={"vm_name", "hostname", "running", "at"})
+    said = {k: v for k, v in alive.items() if k != "at"}  # `at` is its clock: always new
+    recent = binding.data.get("last_seen", 0.0) >= now - fresh
+    if recent and all(binding.data.get(k) == v for k, v in said.items()):
+        return Decision(reply=Reply(status=200, body={}))  # alive, and known to be
     doc = binding.evolve(data={**binding.data, **alive, "last_seen": now})
     return Decision(reply=Reply(status=200, body={}), doc=doc)
 

@@ -51,6 +51,7 @@ class AgentReports:
         self.liveness = liveness
         self.orders = orders
         self.guests = guests
+        self.fresh = agents.fresh_for(settings.agent_offline_after, settings.agent_heartbeat)
         # Reports on one execution are applied one batch at a time in this process: run
         # concurrently, the hosts of a batch would all conflict on the one document.
         # The other reports of a batch that failed to apply are held, not dead-lettered.
@@ -86,7 +87,13 @@ class AgentReports:
 
         def decide(current: Document | None) -> Decision:
             return agents.heartbeat(
-                current, claim, beat, time.time(), first_use=first_use, vm_taken=vm_taken
+                current,
+                claim,
+                beat,
+                time.time(),
+                first_use=first_use,
+                vm_taken=vm_taken,
+                fresh=self.fresh,
             )
 
         await apply(self.store, AGENTS, incoming.message_id, load, decide)
