@@ -17,7 +17,7 @@ from shared.coalescer import Coalescer
 from shared.contracts.commands import NextCommandList
 from shared.contracts.sources import MAX_LOOKUP, SourceServerIds
 
-from .next_commands import NextCommands, encode
+from .next_commands import NextCommands
 
 
 class NextCommandLookups:
@@ -38,7 +38,7 @@ class NextCommandLookups:
         for listed in await asyncio.gather(*(self._ask_one(domain_id, c) for c in chunks)):
             for found in listed.commands:
                 next_command = found.next.model_dump(mode="json")
-                answers[found.server_id] = encode(next_command)
+                answers[found.server_id] = self.known.answer_of(found.server_id, next_command)
                 if self.known.generation == generation:
                     self.known.learn(
                         found.server_id, domain_id, found.version, next_command, confirmed=True

@@ -10,9 +10,11 @@ the broker every time. The model is kept from two sources:
 - command-result's own answer (`sms.command.next_many`), asked when the model cannot
   answer: the first poll of a server, or after the model was reset;
 - the results this process relayed: the registry answers a result before command-result
-  has taken the command off the queue, so the model stops handing out the command a
-  result answered (the poll gets no command) until an event newer than it says what is
-  next.
+  has taken the command off the queue, so the command a result answered is *held*: no
+  poll is handed it — whether the model or the owner says it is the head — until the
+  `command.completed` of that command arrives, a `command.queued` of that name newer
+  than what the model knew then (a result can come before its command was queued, and
+  then completes nothing), or `HOLD_SECONDS` pass.
 
 Only an entry the owner *confirmed* (it said the server exists in that tenant) answers a
 poll; an event alone never proves a server exists. A deleted server is forgotten for
@@ -21,6 +23,7 @@ good: no later event or answer brings it back.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +38,18 @@ class _Entry:
     body: bytes  # the poll's answer, encoded once
     confirmed: bool
     command_name: str = ""  # the head's, "" when none
-    answered: bool = False  # a result for the head was relayed: only a newer version counts
+    completed: str = ""  # the command whose completion was the last change learned
+
+
+@dataclass(frozen=True)
+class _Hold:
+    after: int  # the channel's version the model knew when the result was answered (-1: none)
+    until: float  # the clock's time it ends at whatever happens
+
+
+# Longer than command-result ever takes to settle a result it is up for (milliseconds), so a
+# held command is not handed out again unless command-result is down that long.
+HOLD_SECONDS = 30.0
 
 
 def encode(next_command: dict[str, Any]) -> bytes:
@@ -51,8 +65,10 @@ NOTHING = encode({})
 
 
 class NextCommands:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._entries: dict[str, _Entry] = {}
+        self._held: dict[str, dict[str, _Hold]] = {}  # server → command name → its hold
+        self._clock = clock
         self._deleted: set[str] = set()
         # Counts resets: an answer asked for before the last one may be older than an event
         # the model missed, so it is not learned (lookups.py).
@@ -66,7 +82,20 @@ class NextCommands:
         entry = self._entries.get(server_id)
         if entry is None or not entry.confirmed or entry.domain_id != domain_id:
             return None
-        return entry.body
+        return NOTHING if self.holds(server_id, entry.command_name) else entry.body
+
+    def answer_of(self, server_id: str, next_command: dict[str, Any]) -> bytes:
+        """The poll's answer when the owner says `next_command` is the head."""
+        if self.holds(server_id, str(next_command.get("command_name") or "")):
+            return NOTHING
+        return encode(next_command)
+
+    def holds(self, server_id: str, command_name: str) -> bool:
+        hold = self._held.get(server_id, {}).get(command_name)
+        if hold is not None and hold.until <= self._clock():
+            self._release(server_id, command_name)
+            return False
+        return hold is not None
 
     def learn(
         self,
@@ -88,23 +117,22 @@ class NextCommands:
             body = encode(next_command)
             self._entries[server_id] = _Entry(domain_id, version, body, confirmed, name)
             return
-        newer = version > entry.version
-        if newer or (version == entry.version and confirmed and not entry.answered):
+        if version > entry.version or (version == entry.version and confirmed):
             entry.version, entry.body, entry.command_name = version, encode(next_command), name
-            entry.answered = False
+            entry.completed = ""
         entry.confirmed = entry.confirmed or confirmed
 
     def answered(self, server_id: str, command_name: str) -> None:
         """A result for this server's `command_name` was just answered 200 here. The event
-        that takes the command off its queue comes a hop later: until then, polls get no
-        command rather than the one answered (or, when the model does not hold that command
-        as the head, ask the owner)."""
+        that takes the command off its queue comes a hop later: until then the command is
+        held (no poll is handed it), and when the model does not hold it as the head, the
+        next poll asks the owner."""
         entry = self._entries.get(server_id)
-        if entry is None:
-            return
-        if entry.confirmed and entry.command_name == command_name:
-            entry.body, entry.command_name, entry.answered = NOTHING, "", True
-        else:
+        # When its completion overtook this answer, a hold would stop the next one instead.
+        if entry is None or entry.completed != command_name:
+            hold = _Hold(entry.version if entry else -1, self._clock() + HOLD_SECONDS)
+            self._held.setdefault(server_id, {})[command_name] = hold
+        if entry is not None and entry.command_name != command_name:
             entry.confirmed = False
 
     def doubt(self, server_id: str) -> None:
@@ -116,18 +144,20 @@ class NextCommands:
     def forget(self, server_id: str) -> None:
         """The server was deleted: polls for it are the owner's to answer (404)."""
         self._entries.pop(server_id, None)
+        self._held.pop(server_id, None)
         self._deleted.add(server_id)
 
     def reset(self) -> None:
-        """Events may have been missed: only the owners' answers count again."""
+        """Events may have been missed: only the owners' answers count again (the holds
+        stay: what this process answered is still true)."""
         self._entries.clear()
         self.generation += 1
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any]], None]]:
         """The events this model follows, each with what it does with one."""
         return {
-            "command.queued": self._channel_changed,
-            "command.completed": self._channel_changed,
+            "command.queued": self._queued,
+            "command.completed": self._completed,
             "source.deleted": lambda event: self.forget(str(event["aggregate_id"])),
         }
 
@@ -139,3 +169,27 @@ class NextCommands:
             return
         version = int(event["aggregate_version"])
         self.learn(server_id, str(event["domain_id"]), version, next_command, confirmed=False)
+
+    def _queued(self, event: dict[str, Any]) -> None:
+        server_id, name = str(event["aggregate_id"]), str(event["data"].get("command_name"))
+        hold = self._held.get(server_id, {}).get(name)
+        if hold is not None and int(event["aggregate_version"]) > hold.after:
+            self._release(server_id, name)  # queued after the result it held for
+        self._channel_changed(event)
+
+    def _completed(self, event: dict[str, Any]) -> None:
+        server_id, name = str(event["aggregate_id"]), str(event["data"].get("command_name"))
+        self._release(server_id, name)
+        entry = self._entries.get(server_id)
+        before = entry.version if entry is not None else -1
+        self._channel_changed(event)
+        entry = self._entries.get(server_id)
+        if entry is not None and entry.version > before:
+            entry.completed = name
+
+    def _release(self, server_id: str, command_name: str) -> None:
+        held = self._held.get(server_id)
+        if held is not None:
+            held.pop(command_name, None)
+            if not held:
+                del self._held[server_id]

@@ -51,6 +51,29 @@ async def test_a_queued_command_reaches_the_agent_and_an_answered_one_never_come
     assert all("START" not in polls for polls in seen), seen
 
 
+async def test_a_command_answered_before_this_process_polled_it_never_comes_back(
+    client: httpx.AsyncClient,
+) -> None:
+    """The first poll after the 200 asks command-result, which may not have taken the
+    command off the queue yet: what it says is held like the model's own entry."""
+
+    async def started_unpolled() -> str:
+        server_id = await register(client)
+        task_id = await create_task(client, server_id)
+        assert (await act(client, task_id, "start")).status_code == 200
+        return server_id
+
+    servers = await asyncio.gather(*(started_unpolled() for _ in range(20)))
+
+    async def answer_then_poll(server_id: str) -> list[str]:
+        response = await report(client, server_id, "START")
+        assert response.status_code == 200
+        return [await next_command(client, server_id) for _ in range(5)]
+
+    seen = await asyncio.gather(*(answer_then_poll(s) for s in servers))
+    assert all("START" not in polls for polls in seen), seen
+
+
 async def test_a_change_told_only_by_events_reaches_the_poll(
     client: httpx.AsyncClient, amqp_url: str
 ) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.gateway.next_commands import NextCommands
+from services.gateway.next_commands import HOLD_SECONDS, NextCommands
 from services.gateway.polls import AnsweredPolls
 from shared.access_keys import AccessKeys
 from shared.auth import VerifiedTokens, mint
@@ -23,14 +23,15 @@ NOTHING = {"command_name": "", "command_param": None}
 
 
 def event(
-    kind: str, server: str, version: int, head: dict[str, Any], domain: str = "d"
+    kind: str, server: str, version: int, head: dict[str, Any], domain: str = "d", name: str = ""
 ) -> dict[str, Any]:
+    """A channel's event; `name`: the command queued or completed (by default, the head)."""
     return {
         "type": kind,
         "aggregate_id": server,
         "aggregate_version": version,
         "domain_id": domain,
-        "data": {"server_id": server, "next": head},
+        "data": {"server_id": server, "next": head, "command_name": name or head["command_name"]},
     }
 
 
@@ -79,18 +80,71 @@ def test_another_tenant_is_never_answered_and_cannot_overwrite() -> None:
     assert answered(model) == START
 
 
-def test_a_command_answered_here_is_not_handed_out_until_a_newer_head_arrives() -> None:
+def completed(server: str, version: int, name: str, head: dict[str, Any]) -> dict[str, Any]:
+    return event("command.completed", server, version, head, name=name)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_command_answered_here_is_held_until_its_completion_arrives() -> None:
     model = NextCommands()
     model.learn("s", "d", 1, START, confirmed=True)
     model.answered("s", "START")
     assert answered(model) == NOTHING  # its record reaches command-result a hop later
     model.learn("s", "d", 1, START, confirmed=True)  # an answer read before the result
-    follow(model, event("command.queued", "s", 1, START))
+    follow(model, event("command.queued", "s", 2, START, name="SYNC"))  # queued behind it
     assert answered(model) == NOTHING
-    follow(model, event("command.completed", "s", 2, SYNC))
+    follow(model, completed("s", 3, "START", SYNC))
     assert answered(model) == SYNC
     model.answered("s", "START")  # not the head it holds: the owner says what is next
     assert answered(model) is None
+
+
+def test_the_owners_answer_does_not_hand_out_a_held_command() -> None:
+    model = NextCommands()  # a gateway that never polled this server: no entry
+    model.answered("s", "START")
+    assert json.loads(model.answer_of("s", START)) == NOTHING
+    assert json.loads(model.answer_of("s", SYNC)) == SYNC
+    model.learn("s", "d", 1, START, confirmed=True)
+    assert answered(model) == NOTHING
+    follow(model, completed("s", 2, "START", START))  # a second START waited behind it
+    assert answered(model) == START
+
+
+def test_a_hold_ends_after_its_time_when_nothing_completes() -> None:
+    clock = Clock()
+    model = NextCommands(clock)
+    model.learn("s", "d", 1, NOTHING, confirmed=True)
+    model.answered("s", "START")  # a result for a command that was never queued
+    model.learn("s", "d", 2, START, confirmed=True)  # the owner says it was queued since
+    assert answered(model) == NOTHING  # and its event has not come
+    clock.now += HOLD_SECONDS
+    assert answered(model) == START
+
+
+def test_a_command_queued_after_a_result_for_it_is_not_held() -> None:
+    model = NextCommands()
+    model.answered("s", "SYNC")  # reported before it was queued: it completes nothing
+    model.answered("s", "START")  # reported in the same breath, for the head
+    model.learn("s", "d", 1, START, confirmed=True)  # the owner has not settled START yet
+    assert answered(model) == NOTHING
+    follow(model, completed("s", 2, "START", NOTHING))
+    follow(model, event("command.queued", "s", 3, SYNC))
+    assert answered(model) == SYNC
+
+
+def test_a_completion_that_overtook_the_answer_does_not_hold_the_next_one() -> None:
+    model = NextCommands()
+    model.learn("s", "d", 1, START, confirmed=True)
+    follow(model, completed("s", 2, "START", START))  # the event came before the reply
+    model.answered("s", "START")
+    assert answered(model) == START
 
 
 def test_a_doubted_entry_asks_the_owner_and_a_deleted_one_stays_gone() -> None:
