@@ -379,9 +379,10 @@ class SqliteStore:
         """An index on each field a query matches by equality, made the first time one does:
         without it every such query reads the whole table."""
         for name in names:
-            index, sql = q.field_index(table, name)
+            index, statements = q.field_index(table, name)
             if index not in self._indexes:
-                await self._run(lambda sql=sql: self.conn.execute(sql))
+                for sql in statements:
+                    await self._run(lambda sql=sql: self.conn.execute(sql))
                 self._indexes.add(index)
 
     @_traced("find")

@@ -90,7 +90,15 @@ def where(query: Query) -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
-def field_index(table: str, name: str) -> tuple[str, str]:
-    """The name and the statement of the index on a field a query matches by equality."""
-    index = f"{table}_eq_{field(name).replace('.', '_')}"
-    return index, f"CREATE INDEX IF NOT EXISTS {index} ON {table} (json_extract(data, '$.{name}'))"
+def field_index(table: str, name: str) -> tuple[str, list[str]]:
+    """The name and the statements of the index on a field a query matches by equality.
+    The tenant, `deleted` and the order follow the field in it: with the field alone the
+    planner read a tenant's list through `{table}_by_domain` for its order and tested the
+    field on every row of the tenant (a task-lock lookup per state event read them all)."""
+    column = field(name).replace(".", "_")
+    index = f"{table}_by_{column}"
+    return index, [
+        f"DROP INDEX IF EXISTS {table}_eq_{column}",  # the field-only index of earlier releases
+        f"CREATE INDEX IF NOT EXISTS {index} ON {table} "
+        f"(json_extract(data, '$.{name}'), domain_id, deleted, created_at)",
+    ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from shared.store import sqlite_queries as q
@@ -26,12 +28,27 @@ def test_a_field_name_that_is_not_a_plain_path_is_refused(name: str) -> None:
         q.where(Query(equals={name: 1}))
 
 
-def test_an_index_per_field_matched_on() -> None:
-    index, sql = q.field_index("sources", "state")
-    assert index == "sources_eq_state"
-    assert sql == (
-        "CREATE INDEX IF NOT EXISTS sources_eq_state ON sources (json_extract(data, '$.state'))"
-    )
+def test_an_index_per_field_matched_on_replaces_the_field_only_one() -> None:
+    index, statements = q.field_index("sources", "state")
+    assert index == "sources_by_state"
+    assert statements == [
+        "DROP INDEX IF EXISTS sources_eq_state",
+        "CREATE INDEX IF NOT EXISTS sources_by_state ON sources "
+        "(json_extract(data, '$.state'), domain_id, deleted, created_at)",
+    ]
+
+
+def test_a_tenants_list_matched_on_a_field_searches_that_fields_index() -> None:
+    # An in-memory database only to ask SQLite's planner: with the field alone in the
+    # index it read the tenant's rows in order through sources_by_domain instead.
+    conn = sqlite3.connect(":memory:")
+    for sql in [*q.schema("sources"), *q.field_index("sources", "state")[1]]:
+        conn.execute(sql)
+    where, args = q.where(Query(domain_id="d", equals={"state": "x"}))
+    rows = f"SELECT id FROM sources{where} ORDER BY created_at DESC, id DESC"
+    for sql in (rows, f"SELECT count(*) FROM sources{where}"):
+        plan = " ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", args))
+        assert "USING INDEX sources_by_state (<expr>=? AND domain_id=? AND deleted=?)" in plan
 
 
 def test_a_collection_has_its_table_its_order_index_and_its_outbox() -> None:
