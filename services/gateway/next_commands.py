@@ -171,14 +171,14 @@ class NextCommands:
         self.learn(server_id, str(event["domain_id"]), version, next_command, confirmed=False)
 
     def _queued(self, event: dict[str, Any]) -> None:
-        server_id, name = str(event["aggregate_id"]), str(event["data"].get("command_name"))
+        server_id, name = _server_and_command(event)
         hold = self._held.get(server_id, {}).get(name)
         if hold is not None and int(event["aggregate_version"]) > hold.after:
             self._release(server_id, name)  # queued after the result it held for
         self._channel_changed(event)
 
     def _completed(self, event: dict[str, Any]) -> None:
-        server_id, name = str(event["aggregate_id"]), str(event["data"].get("command_name"))
+        server_id, name = _server_and_command(event)
         self._release(server_id, name)
         entry = self._entries.get(server_id)
         before = entry.version if entry is not None else -1
@@ -193,3 +193,8 @@ class NextCommands:
             held.pop(command_name, None)
             if not held:
                 del self._held[server_id]
+
+
+def _server_and_command(event: dict[str, Any]) -> tuple[str, str]:
+    """The server of a channel's event, and the command it queued or completed."""
+    return str(event["aggregate_id"]), str(event["data"].get("command_name"))

@@ -37,10 +37,8 @@ async def command_is(client: httpx.AsyncClient, server_id: str, name: str) -> bo
     return await next_command(client, server_id) == name
 
 
-async def test_a_queued_command_reaches_the_agent_and_an_answered_one_never_comes_back(
-    client: httpx.AsyncClient,
-) -> None:
-    servers = [(await started(client))[0] for _ in range(10)]
+async def assert_start_never_comes_back(client: httpx.AsyncClient, servers: list[str]) -> None:
+    """Each server's START answered 200, then polled five times: no poll is handed it."""
 
     async def answer_then_poll(server_id: str) -> list[str]:
         response = await report(client, server_id, "START")
@@ -49,6 +47,13 @@ async def test_a_queued_command_reaches_the_agent_and_an_answered_one_never_come
 
     seen = await asyncio.gather(*(answer_then_poll(s) for s in servers))
     assert all("START" not in polls for polls in seen), seen
+
+
+async def test_a_queued_command_reaches_the_agent_and_an_answered_one_never_comes_back(
+    client: httpx.AsyncClient,
+) -> None:
+    servers = [(await started(client))[0] for _ in range(10)]
+    await assert_start_never_comes_back(client, servers)
 
 
 async def test_a_command_answered_before_this_process_polled_it_never_comes_back(
@@ -64,14 +69,7 @@ async def test_a_command_answered_before_this_process_polled_it_never_comes_back
         return server_id
 
     servers = await asyncio.gather(*(started_unpolled() for _ in range(20)))
-
-    async def answer_then_poll(server_id: str) -> list[str]:
-        response = await report(client, server_id, "START")
-        assert response.status_code == 200
-        return [await next_command(client, server_id) for _ in range(5)]
-
-    seen = await asyncio.gather(*(answer_then_poll(s) for s in servers))
-    assert all("START" not in polls for polls in seen), seen
+    await assert_start_never_comes_back(client, servers)
 
 
 async def test_a_change_told_only_by_events_reaches_the_poll(
