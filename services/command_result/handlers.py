@@ -26,6 +26,7 @@ from shared.contracts.commands import (
 )
 from shared.contracts.sources import SourceServerIds, SourceServerRef
 from shared.envelope import Incoming, Reply, derived_id, utcnow
+from shared.failpoints import late
 from shared.store import Query, Store
 
 from . import channels, results
@@ -51,6 +52,7 @@ class CommandResultHandlers:
         record = incoming.read(RecordResult)
         report = record.report
         result_id = derived_id(incoming.message_id, "result")
+        await late("settle")  # a test's: the agent's next polls come before the settle
         # Two documents, independent of each other: written together, they share one
         # commit. Answered is answered: even a result the lifecycle refused ends the
         # pending command, or the agent would be handed it forever.

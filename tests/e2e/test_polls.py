@@ -8,14 +8,17 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Iterator
 
 import aio_pika
 import httpx
+import pytest
 
 from tests.conftest import auth
 from tests.e2e.helpers import act, assert_sms_error, create_task, eventually, ok, register, report
 from tests.e2e.test_events_and_commands import request_over_amqp
 from tests.support import broker
+from tests.support.processes import System
 
 
 async def next_command(client: httpx.AsyncClient, server_id: str, domain: str = "domain-a") -> str:
@@ -49,6 +52,27 @@ async def assert_start_never_comes_back(client: httpx.AsyncClient, servers: list
     assert all("START" not in polls for polls in seen), seen
 
 
+@pytest.fixture
+def late_settle(system: System) -> Iterator[None]:
+    """command-result settles each result a second late (the `settle` failpoint): every poll
+    right after a result's 200 meets the command still at the head of its channel, so only
+    the gateway's hold keeps it from the agent."""
+    system["command-result"].stop()
+    late = system.add(
+        "command-result",
+        "REHOST_COMMAND_RESULT_HEALTH_PORT",
+        extra={"REHOST_FAILPOINTS": "settle"},
+        name="command-result-late",
+    )
+    late.start()
+    try:
+        yield
+    finally:
+        system.discard("command-result-late")
+        system["command-result"].start()
+
+
+@pytest.mark.usefixtures("late_settle")
 async def test_a_queued_command_reaches_the_agent_and_an_answered_one_never_comes_back(
     client: httpx.AsyncClient,
 ) -> None:
@@ -56,11 +80,12 @@ async def test_a_queued_command_reaches_the_agent_and_an_answered_one_never_come
     await assert_start_never_comes_back(client, servers)
 
 
+@pytest.mark.usefixtures("late_settle")
 async def test_a_command_answered_before_this_process_polled_it_never_comes_back(
     client: httpx.AsyncClient,
 ) -> None:
-    """The first poll after the 200 asks command-result, which may not have taken the
-    command off the queue yet: what it says is held like the model's own entry."""
+    """The first poll after the 200 asks command-result, which has not taken the command
+    off the queue yet: what it says is held like the model's own entry."""
 
     async def started_unpolled() -> str:
         server_id = await register(client)
