@@ -27,9 +27,19 @@ INDEXES: list[tuple[list[tuple[str, int]], dict[str, Any]]] = [
 
 
 def field_indexes(name: str) -> list[list[tuple[str, int]]]:
-    """The indexes of a field queries match on by equality: within a tenant (the lists),
-    and across tenants (the sweeps)."""
-    return [[("domain_id", 1), (f"data.{name}", 1)], [(f"data.{name}", 1)]]
+    """The indexes of a field queries match on by equality: within a tenant (the lists:
+    equalities first, then the list's order, so a page is read in order from the index
+    instead of every match being sorted in memory), and across tenants (the sweeps)."""
+    return [
+        [("domain_id", 1), (f"data.{name}", 1), ("deleted", 1), *FIND_SORT],
+        [(f"data.{name}", 1)],
+    ]
+
+
+def retired_field_index(name: str) -> list[tuple[str, int]]:
+    """The tenant's index of a field that earlier releases made: without the order, a list
+    of many matches was sorted in memory (and past MongoDB's sort limit, refused)."""
+    return [("domain_id", 1), (f"data.{name}", 1)]
 
 
 def find_hint(query: Query) -> list[tuple[str, int]] | None:

@@ -369,24 +369,33 @@ async def test_the_mongodb_adapter_makes_its_indexes_at_start_and_lists_use_them
     store = open_store(f"{mongodb_url}/{database}")
     await store.open()
     try:
+        client = store._client  # type: ignore[attr-defined]
+        coll = client[database]["things"]
+        await coll.create_index(q.retired_field_index("server_id"))  # an earlier release's
         fields = {"things": ("server_id", "state")}
         await store.prepare(fields)
         await store.prepare(fields)  # idempotent: a restart makes them again
-        client = store._client  # type: ignore[attr-defined]
-        coll = client[database]["things"]
         keys = [list(index["key"]) async for index in await coll.list_indexes()]
         assert ["key"] in keys and ["pending"] in keys
         assert ["domain_id", "deleted", "created_at"] in keys
-        assert ["domain_id", "data.server_id"] in keys and ["data.state"] in keys
+        ordered = ["domain_id", "data.server_id", "deleted", "created_at", "_id"]
+        assert ordered in keys and ["data.state"] in keys
+        assert ["domain_id", "data.server_id"] not in keys  # retired
         for i in range(50):
-            await store.save("things", Change(doc(server_id=f"s{i}", state="waiting"), 0))
-        page = await store.find("things", Query(domain_id="d1", equals={"server_id": "s7"}))
-        assert page.total == 1
+            await store.save("things", Change(doc(server_id=f"s{i % 5}", state="waiting"), 0))
+        page = await store.find(
+            "things", Query(domain_id="d1", equals={"server_id": "s2"}, limit=3, offset=2)
+        )
+        assert page.total == 10 and len(page.items) == 3
+        everything = await store.find("things", Query(domain_id="d1", equals={"server_id": "s2"}))
+        newest_first = [(d.created_at, d.id) for d in everything.items]
+        assert newest_first == sorted(newest_first, reverse=True)
+        assert [d.id for d in page.items] == [d.id for d in everything.items[2:5]]
         # The list's own query, as the adapter sends it (filter, sort, hint).
         query = Query(domain_id="d1", equals={"server_id": "s7"})
         cursor = coll.find(q.find_filter(query)).sort(q.FIND_SORT).hint(q.find_hint(query))
         plan = json.dumps((await cursor.explain())["queryPlanner"]["winningPlan"], default=str)
-        assert "IXSCAN" in plan and "domain_id_1_data.server_id_1" in plan, plan
+        assert "IXSCAN" in plan and "domain_id_1_data.server_id_1_deleted_1" in plan, plan
     finally:
         await store._client.drop_database(database)  # type: ignore[attr-defined]
         await store.close()

@@ -64,11 +64,15 @@ def test_unique_key_index_ignores_documents_without_a_key() -> None:
     assert options["partialFilterExpression"] == {"key": {"$type": "string"}}
 
 
-def test_a_tenants_list_matching_a_field_is_hinted_to_its_tenant_index() -> None:
+def test_a_tenants_list_matching_a_field_is_hinted_to_an_index_in_the_lists_order() -> None:
+    """Equalities first, then the list's order: a page is read in order from the index."""
     assert q.find_hint(Query(domain_id="d", equals={"state": "x", "ip": "y"})) == [
         ("domain_id", 1),
         ("data.state", 1),
+        ("deleted", 1),
+        *q.FIND_SORT,
     ]
     assert q.find_hint(Query(equals={"status": "PROCESSING"})) is None  # a sweep
     assert q.find_hint(Query(domain_id="d")) is None  # the list's own order index
     assert [("data.state", 1)] in q.field_indexes("state")
+    assert q.retired_field_index("state") not in q.field_indexes("state")
