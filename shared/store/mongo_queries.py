@@ -38,7 +38,7 @@ def field_indexes(name: str) -> list[list[tuple[str, int]]]:
 
 def retired_field_index(name: str) -> list[tuple[str, int]]:
     """The tenant's index of a field that earlier releases made: without the order, a list
-    of many matches was sorted in memory (and past MongoDB's sort limit, refused)."""
+    of many matches was sorted in memory (past 100 MB, on disk)."""
     return [("domain_id", 1), (f"data.{name}", 1)]
 
 
