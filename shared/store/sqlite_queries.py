@@ -37,6 +37,8 @@ def schema(table: str) -> list[str]:
             doc_id TEXT NOT NULL,
             entry TEXT NOT NULL
         )""",
+        # The relay reads a page's documents' entries by document (`pending`).
+        f"CREATE INDEX IF NOT EXISTS {table}_outbox_by_doc ON {table}_outbox (doc_id)",
     ]
 
 

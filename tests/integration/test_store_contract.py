@@ -280,6 +280,38 @@ class TestSqliteStore(StoreContract):
         assert len(left) == 2 and left[0].doc_id == "old"
         assert [e["event_id"] for e in left[0].entries] == [entries[1]["event_id"]]
 
+    async def test_a_page_of_the_outbox_costs_the_same_whatever_waits_behind_it(
+        self, store: Store
+    ) -> None:
+        """Counted in SQLite's own steps (not timed): a saturated run leaves thousands of
+        events waiting, and reading the outbox whole for each page of a hundred slowed the
+        relay as its backlog grew."""
+
+        async def steps_of_a_page(waiting: int) -> int:
+            await asyncio.gather(
+                *(
+                    store.save(self.collection, Change(doc(), 0, (event("e"),)))
+                    for _ in range(waiting)
+                )
+            )
+            steps = 0
+
+            def count() -> int:
+                nonlocal steps
+                steps += 1
+                return 0  # go on
+
+            reader = store._reader  # type: ignore[attr-defined]
+            reader.set_progress_handler(count, 100)
+            page = await store.pending(self.collection, 10)
+            reader.set_progress_handler(None, 0)
+            assert len(page) == 10
+            return steps
+
+        few = await steps_of_a_page(20)
+        many = await steps_of_a_page(2000)  # 2,020 waiting
+        assert many < 2 * few, (few, many)
+
     async def test_a_field_matched_by_equality_gets_an_index(self, tmp_path: Path) -> None:
         path = tmp_path / "indexed.db"
         store = open_store(f"sqlite:///{path}")
