@@ -92,19 +92,25 @@ class OutboxRelay:
 
         A page of documents' entries is published concurrently (pipelined in order on
         the channel) and marked published in one write, so the relay costs one store
-        round trip per page, not per event.
+        round trip per page, not per event. The collections take turns a page at a time:
+        a backlog in one (a saturated run leaves thousands of results' events) does not
+        hold back another's (a channel's `command.completed`, which agents' polls wait for).
         """
         published = 0
-        for collection in self.collections:
-            pending = await self.store.pending(collection, limit=PAGE)
-            # What waits as the sweep begins (at most a page's worth).
-            backlog = sum(len(p.entries) for p in pending)
-            metrics.outbox_backlog.set(backlog, {"collection": collection})
-            while pending:
-                published += await self._publish_page(collection, pending)
-                if len(pending) < PAGE:
-                    break
+        turn = list(self.collections)
+        first = True
+        while turn:
+            full = []
+            for collection in turn:
                 pending = await self.store.pending(collection, limit=PAGE)
+                if first:  # what waits as the sweep begins (at most a page's worth)
+                    backlog = sum(len(p.entries) for p in pending)
+                    metrics.outbox_backlog.set(backlog, {"collection": collection})
+                if pending:
+                    published += await self._publish_page(collection, pending)
+                if len(pending) == PAGE:
+                    full.append(collection)
+            turn, first = full, False
         return published
 
     async def _publish_page(self, collection: str, pending: list[Pending]) -> int:
