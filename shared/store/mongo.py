@@ -6,7 +6,6 @@ this module only sends them and maps driver errors onto the store's.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -118,8 +117,6 @@ class MongoStore:
                 if (collection, name) not in self._indexed_fields:
                     for keys in q.field_indexes(name):
                         await coll.create_index(keys)
-                    with contextlib.suppress(OperationFailure):  # none: a new database
-                        await coll.drop_index(q.retired_field_index(name))
                     self._indexed_fields.add((collection, name))
 
     async def ping(self) -> None:

@@ -36,12 +36,6 @@ def field_indexes(name: str) -> list[list[tuple[str, int]]]:
     ]
 
 
-def retired_field_index(name: str) -> list[tuple[str, int]]:
-    """The tenant's index of a field that earlier releases made: without the order, a list
-    of many matches was sorted in memory (past 100 MB, on disk)."""
-    return [("domain_id", 1), (f"data.{name}", 1)]
-
-
 def find_hint(query: Query) -> list[tuple[str, int]] | None:
     """The index a query is to use: a tenant's list that matches a field uses the tenant's
     index of its first field. Named, so that every server takes it (a planner may not

@@ -64,8 +64,8 @@ def late_settle(system: System) -> Iterator[None]:
         extra={"REHOST_FAILPOINTS": "settle"},
         name="command-result-late",
     )
-    late.start()
     try:
+        late.start()
         yield
     finally:
         system.discard("command-result-late")

@@ -75,4 +75,3 @@ def test_a_tenants_list_matching_a_field_is_hinted_to_an_index_in_the_lists_orde
     assert q.find_hint(Query(equals={"status": "PROCESSING"})) is None  # a sweep
     assert q.find_hint(Query(domain_id="d")) is None  # the list's own order index
     assert [("data.state", 1)] in q.field_indexes("state")
-    assert q.retired_field_index("state") not in q.field_indexes("state")
