@@ -64,7 +64,7 @@ def _lua_item(item: Request) -> str:
     path, body = item[0], item[1]
     if len(item) == 2:  # no headers of its own: wrk's defaults (token, content type) apply
         return "{" + _lua_string(path) + "," + _lua_string(body) + "}"
-    headers = item[2]  # type: ignore[misc]
+    headers = item[2]
     table = (
         "{" + ",".join(f"[ {_lua_string(k)} ]={_lua_string(v)}" for k, v in headers.items()) + "}"
     )
