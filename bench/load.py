@@ -230,8 +230,7 @@ async def at_rate(
             task = asyncio.create_task(one(request, due, counted=i >= skipped))
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
-        while in_flight:
-            await asyncio.gather(*in_flight)
+        await asyncio.gather(*in_flight)  # every request is sent: only these are left
     finally:
         connections.close()
     latencies.sort()
