@@ -14,7 +14,10 @@ the broker every time. The model is kept from two sources:
   poll is handed it — whether the model or the owner says it is the head — until the
   `command.completed` of that command arrives, a `command.queued` of that name newer
   than what the model knew then (a result can come before its command was queued, and
-  then completes nothing), or `HOLD_SECONDS` pass.
+  then completes nothing), or `HOLD_SECONDS` pass. A model that knew nothing of the
+  channel then cannot tell a command queued after the result from one whose event is
+  merely late, so such a hold takes its version from the owner's next answer, and no
+  `command.queued` ends it before that.
 
 Only an entry the owner *confirmed* (it said the server exists in that tenant) answers a
 poll; an event alone never proves a server exists. A deleted server is forgotten for
@@ -43,8 +46,11 @@ class _Entry:
 
 @dataclass(frozen=True)
 class _Hold:
-    after: int  # the channel's version the model knew when the result was answered (-1: none)
+    after: int  # the channel's version the model knew when the result was answered
     until: float  # the clock's time it ends at whatever happens
+
+
+UNKNOWN = -1  # a hold's `after` when the model knew nothing of the channel
 
 
 # Longer than command-result ever takes to settle a result it is up for (milliseconds), so a
@@ -109,6 +115,8 @@ class NextCommands:
         """Takes what an event (`confirmed=False`) or the owner's answer (`True`) says."""
         if server_id in self._deleted:
             return
+        if confirmed:
+            self._date_holds(server_id, version)
         entry = self._entries.get(server_id)
         name = str(next_command.get("command_name") or "")
         if entry is None or entry.domain_id != domain_id:
@@ -130,7 +138,7 @@ class NextCommands:
         entry = self._entries.get(server_id)
         # When its completion overtook this answer, a hold would stop the next one instead.
         if entry is None or entry.completed != command_name:
-            hold = _Hold(entry.version if entry else -1, self._clock() + HOLD_SECONDS)
+            hold = _Hold(entry.version if entry else UNKNOWN, self._clock() + HOLD_SECONDS)
             self._held.setdefault(server_id, {})[command_name] = hold
         if entry is not None and entry.command_name != command_name:
             entry.confirmed = False
@@ -173,7 +181,7 @@ class NextCommands:
     def _queued(self, event: dict[str, Any]) -> None:
         server_id, name = _server_and_command(event)
         hold = self._held.get(server_id, {}).get(name)
-        if hold is not None and int(event["aggregate_version"]) > hold.after:
+        if hold is not None and UNKNOWN < hold.after < int(event["aggregate_version"]):
             self._release(server_id, name)  # queued after the result it held for
         self._channel_changed(event)
 
@@ -186,6 +194,14 @@ class NextCommands:
         entry = self._entries.get(server_id)
         if entry is not None and entry.version > before:
             entry.completed = name
+
+    def _date_holds(self, server_id: str, version: int) -> None:
+        """The owner's answer, read after this process answered the results it holds for,
+        dates the holds made when the model knew nothing of the channel."""
+        held = self._held.get(server_id, {})
+        for name, hold in held.items():
+            if hold.after == UNKNOWN:
+                held[name] = _Hold(version, hold.until)
 
     def _release(self, server_id: str, command_name: str) -> None:
         held = self._held.get(server_id)

@@ -82,7 +82,7 @@ async def test_a_queued_command_reaches_the_agent_and_an_answered_one_never_come
 
 @pytest.mark.usefixtures("late_settle")
 async def test_a_command_answered_before_this_process_polled_it_never_comes_back(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient, amqp_url: str
 ) -> None:
     """The first poll after the 200 asks command-result, which has not taken the command
     off the queue yet: what it says is held like the model's own entry."""
@@ -91,10 +91,22 @@ async def test_a_command_answered_before_this_process_polled_it_never_comes_back
         server_id = await register(client)
         task_id = await create_task(client, server_id)
         assert (await act(client, task_id, "start")).status_code == 200
+        # START is queued a hop after the start's 200; asked of command-result directly,
+        # so that this gateway still has never polled the server.
+        await eventually(lambda: _queued_at_owner(amqp_url, server_id, "START"), timeout=5)
         return server_id
 
     servers = await asyncio.gather(*(started_unpolled() for _ in range(20)))
     await assert_start_never_comes_back(client, servers)
+
+
+async def _queued_at_owner(amqp_url: str, server_id: str, name: str) -> bool:
+    """Whether command-result's channel for the server has `name` at its head."""
+    body = json.dumps({"server_ids": [server_id]}).encode()
+    reply = await request_over_amqp(amqp_url, "sms.command.next_many", body, "domain-a")
+    answer = reply["body"]
+    assert isinstance(answer, dict), reply
+    return any(c["next"]["command_name"] == name for c in answer["commands"])
 
 
 async def test_a_change_told_only_by_events_reaches_the_poll(

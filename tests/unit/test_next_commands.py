@@ -139,6 +139,16 @@ def test_a_command_queued_after_a_result_for_it_is_not_held() -> None:
     assert answered(model) == SYNC
 
 
+def test_a_late_queued_event_does_not_end_a_hold_made_before_the_model_knew_the_channel() -> None:
+    model = NextCommands()  # a gateway that never polled this server: no entry
+    model.answered("s", "START")  # its command.queued had not reached this process yet
+    follow(model, event("command.queued", "s", 1, START))  # it does now
+    assert json.loads(model.answer_of("s", START)) == NOTHING  # not settled yet: still held
+    model.learn("s", "d", 1, START, confirmed=True)
+    follow(model, event("command.queued", "s", 1, START))  # redelivered: not newer
+    assert answered(model) == NOTHING
+
+
 def test_a_completion_that_overtook_the_answer_does_not_hold_the_next_one() -> None:
     model = NextCommands()
     model.learn("s", "d", 1, START, confirmed=True)
