@@ -6,17 +6,25 @@ import asyncio
 import uuid
 from pathlib import Path
 
-from shared.aggregates import NewEvent, _outbox_entry
+from shared.aggregates import Decision, NewEvent, apply
 from shared.bus import Bus
+from shared.envelope import Reply
 from shared.outbox import PAGE, OutboxRelay
-from shared.store import Change, Document, open_store
+from shared.store import Document, Store, open_store
 from tests.support.integrator import event_tap
 
 
-def waiting(event_type: str) -> Change:
-    """A new document whose change left one event waiting in its outbox."""
+async def leave_waiting(store: Store, collection: str, event_type: str) -> None:
+    """Creates a document as a handler does, leaving its one event waiting in the outbox."""
     doc = Document(id=uuid.uuid4().hex, domain_id="d1", data={})
-    return Change(doc, 0, (_outbox_entry(doc, 1, NewEvent(event_type, {})),))
+    decision = Decision(
+        reply=Reply(status=200, body={}), doc=doc, events=(NewEvent(event_type, {}),)
+    )
+    await apply(store, collection, uuid.uuid4().hex, _nothing, lambda _: decision)
+
+
+async def _nothing() -> None:
+    return None
 
 
 async def test_a_backlog_in_one_collection_does_not_hold_back_another(
@@ -29,9 +37,10 @@ async def test_a_backlog_in_one_collection_does_not_hold_back_another(
     bus = Bus(amqp_url, "relay-test")
     await bus.connect()
     try:
-        backlog = [waiting("command.result_recorded") for _ in range(3 * PAGE)]
-        await asyncio.gather(*(store.save("results", change) for change in backlog))
-        await store.save("channels", waiting("command.completed"))
+        await asyncio.gather(
+            *(leave_waiting(store, "results", "command.result_recorded") for _ in range(3 * PAGE))
+        )
+        await leave_waiting(store, "channels", "command.completed")
         relay = OutboxRelay(bus, store, ["results", "channels"], interval=60)
         async with event_tap(amqp_url, "command.#") as tap:
             assert await relay.flush() == 3 * PAGE + 1
