@@ -33,7 +33,7 @@ class NextCommandLookups:
     async def _ask(self, domain_id: str, server_ids: list[str]) -> Sequence[bytes | None]:
         unique = list(dict.fromkeys(server_ids))
         chunks = [unique[i : i + MAX_LOOKUP] for i in range(0, len(unique), MAX_LOOKUP)]
-        generation = self.known.generation
+        generation, asked = self.known.generation, self.known.answers
         answers: dict[str, bytes] = {}
         for listed in await asyncio.gather(*(self._ask_one(domain_id, c) for c in chunks)):
             for found in listed.commands:
@@ -41,7 +41,12 @@ class NextCommandLookups:
                 answers[found.server_id] = self.known.answer_of(found.server_id, next_command)
                 if self.known.generation == generation:
                     self.known.learn(
-                        found.server_id, domain_id, found.version, next_command, confirmed=True
+                        found.server_id,
+                        domain_id,
+                        found.version,
+                        next_command,
+                        confirmed=True,
+                        asked=asked,
                     )
         return [answers.get(server_id) for server_id in server_ids]
 

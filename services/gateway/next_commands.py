@@ -16,8 +16,9 @@ the broker every time. The model is kept from two sources:
   than what the model knew then (a result can come before its command was queued, and
   then completes nothing), or `HOLD_SECONDS` pass. A model that knew nothing of the
   channel then cannot tell a command queued after the result from one whose event is
-  merely late, so such a hold takes its version from the owner's next answer, and no
-  `command.queued` ends it before that.
+  merely late, so such a hold takes its version from the owner's next answer (one asked
+  after the hold was made: an answer already on its way may have been read before the
+  command was queued), and no `command.queued` ends it before that.
 
 Only an entry the owner *confirmed* (it said the server exists in that tenant) answers a
 poll; an event alone never proves a server exists. A deleted server is forgotten for
@@ -48,6 +49,7 @@ class _Entry:
 class _Hold:
     after: int  # the channel's version the model knew when the result was answered
     until: float  # the clock's time it ends at whatever happens
+    made: int  # the model's `answers` once it was made
 
 
 UNKNOWN = -1  # a hold's `after` when the model knew nothing of the channel
@@ -79,6 +81,9 @@ class NextCommands:
         # Counts resets: an answer asked for before the last one may be older than an event
         # the model missed, so it is not learned (lookups.py).
         self.generation = 0
+        # Counts the results answered here: an owner's answer asked for before a hold was
+        # made does not date it (`_date_holds`).
+        self.answers = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -111,12 +116,14 @@ class NextCommands:
         next_command: dict[str, Any],
         *,
         confirmed: bool,
+        asked: int | None = None,
     ) -> None:
-        """Takes what an event (`confirmed=False`) or the owner's answer (`True`) says."""
+        """Takes what an event (`confirmed=False`) or the owner's answer (`True`) says;
+        `asked` is `answers` when the owner was asked (None: after every result so far)."""
         if server_id in self._deleted:
             return
         if confirmed:
-            self._date_holds(server_id, version)
+            self._date_holds(server_id, version, self.answers if asked is None else asked)
         entry = self._entries.get(server_id)
         name = str(next_command.get("command_name") or "")
         if entry is None or entry.domain_id != domain_id:
@@ -135,10 +142,12 @@ class NextCommands:
         that takes the command off its queue comes a hop later: until then the command is
         held (no poll is handed it), and when the model does not hold it as the head, the
         next poll asks the owner."""
+        self.answers += 1
         entry = self._entries.get(server_id)
         # When its completion overtook this answer, a hold would stop the next one instead.
         if entry is None or entry.completed != command_name:
-            hold = _Hold(entry.version if entry else UNKNOWN, self._clock() + HOLD_SECONDS)
+            after = entry.version if entry else UNKNOWN
+            hold = _Hold(after, self._clock() + HOLD_SECONDS, self.answers)
             self._held.setdefault(server_id, {})[command_name] = hold
         if entry is not None and entry.command_name != command_name:
             entry.confirmed = False
@@ -195,13 +204,13 @@ class NextCommands:
         if entry is not None and entry.version > before:
             entry.completed = name
 
-    def _date_holds(self, server_id: str, version: int) -> None:
-        """The owner's answer, read after this process answered the results it holds for,
-        dates the holds made when the model knew nothing of the channel."""
+    def _date_holds(self, server_id: str, version: int, asked: int) -> None:
+        """The owner's answer, asked for after this process answered the results it holds
+        for, dates the holds made when the model knew nothing of the channel."""
         held = self._held.get(server_id, {})
         for name, hold in held.items():
-            if hold.after == UNKNOWN:
-                held[name] = _Hold(version, hold.until)
+            if hold.after == UNKNOWN and hold.made <= asked:
+                held[name] = _Hold(version, hold.until, hold.made)
 
     def _release(self, server_id: str, command_name: str) -> None:
         held = self._held.get(server_id)

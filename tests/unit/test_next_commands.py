@@ -149,6 +149,22 @@ def test_a_late_queued_event_does_not_end_a_hold_made_before_the_model_knew_the_
     assert answered(model) == NOTHING
 
 
+def test_an_owner_answer_asked_before_the_hold_was_made_does_not_date_it() -> None:
+    model = NextCommands()
+    asked = model.answers  # a first poll's lookup leaves, before START is queued
+    model.answered("s", "START")  # START is queued, and its result answered here
+    model.learn("s", "d", 0, NOTHING, confirmed=True, asked=asked)  # read before the enqueue
+    follow(model, event("command.queued", "s", 1, START))  # the queueing is no news
+    assert answered(model) == NOTHING  # held until command.completed
+    model.learn("s", "d", 1, START, confirmed=True, asked=model.answers)  # asked after it
+    follow(model, event("command.queued", "s", 1, START))  # redelivered: not newer
+    assert answered(model) == NOTHING
+    follow(model, event("command.queued", "s", 2, START, name="SYNC"))
+    assert answered(model) == NOTHING  # the queueing of another command does not end it
+    follow(model, event("command.queued", "s", 3, START))  # START queued again, after
+    assert answered(model) == START
+
+
 def test_a_completion_that_overtook_the_answer_does_not_hold_the_next_one() -> None:
     model = NextCommands()
     model.learn("s", "d", 1, START, confirmed=True)
