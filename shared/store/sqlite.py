@@ -3,7 +3,9 @@ and beside each an outbox table of the events its documents have not yet publish
 
 WAL with `synchronous=FULL`, so a committed write survives a crash before the
 message that caused it is acked. One thread owns the writing connection; writes and
-lists run there, so none interleaves with another. Writes are committed in groups:
+lists run there, so none interleaves with another (a commit that needs no sync, the outbox's
+published marks, runs on the loop's thread when that one is idle, under the same lock:
+the hand-off there and back cost more than the commit). Writes are committed in groups:
 the writes waiting when a commit starts share one transaction (each in its own
 savepoint, so one conflict fails only its own write) and one fsync, and each
 caller returns only once that commit is durable.
@@ -27,6 +29,7 @@ import asyncio
 import contextlib
 import functools
 import sqlite3
+import threading
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -231,12 +234,31 @@ class SqliteStore:
         self._checkpointer: asyncio.Task[None] | None = None
         self._checkpoints = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self._commits = 0  # group commits so far: the checkpointer acts only after new ones
+        # Held by whichever thread uses the writing connection: the store's own thread, or
+        # the loop's for a commit it makes itself (`_commit`).
+        self._conn_lock = threading.Lock()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        def locked() -> T:
+            with self._conn_lock:
+                return fn(*args)
+
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(self._thread, locked)
         except BaseException as exc:
             raise _mapped(exc) from exc
+
+    async def _commit(self, writes: list[Write], durable: bool) -> list[BaseException | None]:
+        """Commits a group: in the store's thread when it must be synced (the fsync would
+        hold the loop), on the loop's own thread when not and the connection is free. The
+        hand-off to the thread and back costs more CPU than such a commit (on this project's
+        machine, empty, 125 µs; the commit, a few WAL pages, about 60)."""
+        if durable or not self._conn_lock.acquire(blocking=False):
+            return await self._run(_commit_group, self.conn, writes, durable)
+        try:
+            return _commit_group(self.conn, writes, durable)
+        finally:
+            self._conn_lock.release()
 
     def _connect(self) -> None:
         if self.path != ":memory:":
@@ -334,7 +356,7 @@ class SqliteStore:
                 writes = [write for write, _, _ in group]
                 durable = any(durable for _, _, durable in group)
                 try:
-                    outcomes = await self._run(_commit_group, self.conn, writes, durable)
+                    outcomes = await self._commit(writes, durable)
                     self._commits += 1
                 except BaseException as exc:
                     for _, future, _ in group:

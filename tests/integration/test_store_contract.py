@@ -171,6 +171,30 @@ class StoreContract:
         await store.mark_published(self.collection, {"no-such-document": ["x"]})
         assert len(await store.pending(self.collection, 10)) == 1
 
+    async def test_lists_writes_and_published_marks_at_once_all_land(self, store: Store) -> None:
+        """A service lists, writes and marks events published at the same moments (the
+        SQLite adapter runs some of them on its thread, a mark on the loop's)."""
+        published = [doc(n=i) for i in range(40)]
+        entries = [event(str(i)) for i in range(40)]
+        for new, entry in zip(published, entries, strict=True):
+            await store.save(self.collection, Change(new, 0, (entry,)))
+        later = [doc(n=100 + i) for i in range(40)]
+        lists = [store.find(self.collection, Query(domain_id="d1", limit=5)) for _ in range(40)]
+        marks = [
+            store.mark_published(self.collection, {new.id: [str(entry["event_id"])]})
+            for new, entry in zip(published, entries, strict=True)
+        ]
+        saves = [store.save(self.collection, Change(new, 0, (event("later"),))) for new in later]
+        outcomes = await asyncio.gather(
+            *(c for trio in zip(lists, marks, saves, strict=True) for c in trio)
+        )
+        pages = outcomes[::3]
+        assert all(len(page.items) == 5 and 40 <= page.total <= 80 for page in pages)
+        assert {p.doc_id for p in await store.pending(self.collection, 100)} == {
+            d.id for d in later
+        }
+        assert (await store.find(self.collection, Query(domain_id="d1"))).total == 80
+
     async def test_pending_pages_by_document_with_all_of_its_entries(self, store: Store) -> None:
         docs = [doc() for _ in range(3)]
         for new in docs:
