@@ -29,6 +29,7 @@ import httpx
 
 from bench import fanout, signing
 from bench.cpu import CpuShare
+from bench.disk import DiskProbe, FsyncLatency
 from bench.fixtures import (
     DOMAIN,
     SECRET,
@@ -348,21 +349,30 @@ async def scripts(system: System, amqp_url: str, hosts: int) -> list[str]:
 class Tail:
     rate: float
     p99s: list[float]  # one per run, in order
+    disk: FsyncLatency | None = None  # the disk meanwhile (bench/disk.py)
 
     def describe(self) -> str:
         """The median in bold, then every run: one run's p99 is a few dozen requests, and a
         single stall on this shared machine moves it by tens of milliseconds."""
         runs = " / ".join(f"{p:.1f}" for p in self.p99s)
-        return f"**{statistics.median(self.p99s):.1f}** ({runs})"
+        disk = f"; the disk meanwhile: {self.disk.describe()}" if self.disk else ""
+        return f"**{statistics.median(self.p99s):.1f}** ({runs}){disk}"
 
 
 async def at_half_rate(
     url: str, requests: list[tuple[str, str]], sustained: float, seconds: int, runs: int = 3
 ) -> Tail:
     """p99 at half the sustained throughput, over `runs` runs (the target is about the
-    typical tail, not the worst stall of one run)."""
-    results = [await at_rate(url, requests, token(), sustained / 2, seconds) for _ in range(runs)]
-    return Tail(rate=statistics.median(r.rps for r in results), p99s=[r.p99_ms for r in results])
+    typical tail, not the worst stall of one run), and the disk's fsync latency meanwhile."""
+    with DiskProbe() as disk:
+        results = [
+            await at_rate(url, requests, token(), sustained / 2, seconds) for _ in range(runs)
+        ]
+    return Tail(
+        rate=statistics.median(r.rps for r in results),
+        p99s=[r.p99_ms for r in results],
+        disk=disk.latency,
+    )
 
 
 def row(name: str, value: str, ceiling: str, ratio: float | None) -> str:
