@@ -637,7 +637,7 @@ async def fleet_rows(amqp_url: str, quick: bool) -> list[str]:
                 tasks = await start_tasks(http, servers[: steps[-1] // 10], concurrency=16)
             await drained(amqp_url)
             by_token, by_key = signed_polls(url, servers[:1000], seconds=5 if quick else 10)
-            with CpuShare(groups(system)) as cpu:
+            with CpuShare(groups(system)) as cpu, DiskProbe() as disk:
                 best, runs = await largest_fleet(url, agents, servers, tasks, steps)
             largest_n = best.agents if best else steps[0]
             half = largest_n // 2
@@ -681,6 +681,12 @@ async def fleet_rows(amqp_url: str, quick: bool) -> list[str]:
             None,
         ),
         row("CPU cores in use over the fleet runs", cpu.describe(), "", None),
+        row(
+            "the disk over the fleet runs (each progress report waits for two syncs)",
+            disk.latency.describe() if disk.latency else "not measured",
+            "",
+            None,
+        ),
         row(
             f"polls at half that fleet ({half} agents, {tail.rate:.0f} polls/s): p99 (ms)",
             tail.describe(),
