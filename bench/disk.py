@@ -16,12 +16,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
+
+from bench.load import percentile
 
 EVERY = 0.01  # seconds between syncs
 PAGE = b"\0" * 4096
@@ -41,9 +42,7 @@ class FsyncLatency:
 def _summary(latencies: list[float]) -> FsyncLatency:
     ordered = sorted(latencies)
     return FsyncLatency(
-        p50_ms=statistics.median(ordered),
-        p99_ms=ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
-        max_ms=ordered[-1],
+        p50_ms=percentile(ordered, 0.5), p99_ms=percentile(ordered, 0.99), max_ms=ordered[-1]
     )
 
 

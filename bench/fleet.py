@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from bench.fixtures import progress_report
+from bench.load import percentile
 
 POLL_EVERY = 5.0
 PROGRESS_EVERY = 10.0
@@ -264,18 +265,12 @@ async def run_fleet(
         agents=len(servers),
         polls_per_s=len(out.polls) / seconds,
         progress_per_s=len(out.progress) / seconds,
-        p50_ms=_percentile(out.polls, 0.5),
-        p99_ms=_percentile(out.polls, 0.99),
-        progress_p99_ms=_percentile(out.progress, 0.99),
+        p50_ms=percentile(out.polls, 0.5),
+        p99_ms=percentile(out.polls, 0.99),
+        progress_p99_ms=percentile(out.progress, 0.99),
         errors=out.errors,
         client_cores=cores,
     )
-
-
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    return values[min(len(values) - 1, int(len(values) * q))]
 
 
 async def largest_fleet(

@@ -242,5 +242,12 @@ async def at_rate(
     )
 
 
+def percentile(ordered: list[float], q: float) -> float:
+    """The value at fraction `q` of `ordered` (sorted), NaN when there is none."""
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
 def bodies_json(items: list[dict[str, object]]) -> list[str]:
     return [json.dumps(i) for i in items]
