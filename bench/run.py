@@ -46,6 +46,7 @@ from bench.fixtures import (
 from bench.fleet import largest_fleet, run_fleet, with_token
 from bench.freshness import measure as measure_freshness
 from bench.load import Result, at_rate, wrk
+from bench.records import record_costs
 from shared.config import Settings
 from tests.support import broker, mongo
 from tests.support.integrator import event_tap
@@ -570,7 +571,10 @@ async def sqlite_rows(
     with tempfile.TemporaryDirectory() as tmp:
         system = start_system(amqp_url, Path(tmp))
         try:
-            lines, register = await register_rows(system, amqp_url, limits.publishing, seconds)
+            lines = await record_rows(system, amqp_url, quick)
+            await drained(amqp_url)
+            more, register = await register_rows(system, amqp_url, limits.publishing, seconds)
+            lines += more
             await drained(amqp_url)
             run = await result_rows(
                 system, amqp_url, limits.publishing, seconds, 200 if quick else 1000
@@ -598,18 +602,38 @@ async def sqlite_rows(
     return lines, {"register": register.rps, "results": run.results.rps}
 
 
+async def record_rows(system: System, amqp_url: str, quick: bool) -> list[str]:
+    """Command-result alone, fed records straight to its queue (bench/records.py): its CPU
+    per result in messages of 10, 3 and 1, the sizes of a bulk at saturation, at half rate,
+    and at low load."""
+    rate, sizes = 480, [10, 3, 1]
+    costs = await record_costs(system, amqp_url, rate, sizes, seconds=5 if quick else 10)
+    shown = " / ".join(f"{c.us_per_result:,.0f}" for c in costs)
+    return [
+        row(
+            f"command-result alone, {rate} records/s in messages of "
+            f"{' / '.join(map(str, sizes))}: µs of its CPU per result",
+            shown,
+            "",
+            costs[-1].us_per_result / costs[0].us_per_result,
+        )
+    ]
+
+
 async def results_alone(amqp_url: str, limits: Ceilings, quick: bool) -> list[str]:
     """The command-result rows on a system of their own: `--only results`, to measure a
     change to the results' chain without the half hour of everything else."""
     with tempfile.TemporaryDirectory() as tmp:
         system = start_system(amqp_url, Path(tmp))
         try:
+            lines = await record_rows(system, amqp_url, quick)
+            await drained(amqp_url)
             run = await result_rows(
                 system, amqp_url, limits.publishing, 5 if quick else 15, 200 if quick else 1000
             )
         finally:
             system.stop_all()
-    return run.lines
+    return lines + run.lines
 
 
 def signed_polls(url: str, servers: list[str], seconds: int) -> tuple[Result, Result]:
