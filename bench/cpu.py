@@ -35,10 +35,12 @@ def _ticks(groups: Mapping[int, str]) -> Counter[str]:
 
 
 class CpuShare:
-    """`with CpuShare({pgid: name}) as share: …` then `share.cores`: name -> cores used."""
+    """`with CpuShare({pgid: name}) as share: …` then `share.cores`: name -> cores used
+    (and `share.seconds`: name -> CPU seconds used)."""
 
     def __init__(self, groups: Mapping[int, str]) -> None:
         self.groups = groups
+        self.seconds: dict[str, float] = {}
         self.cores: dict[str, float] = {}
 
     def __enter__(self) -> CpuShare:
@@ -49,11 +51,12 @@ class CpuShare:
     def __exit__(self, *_: object) -> None:
         elapsed = time.monotonic() - self._started
         end = _ticks(self.groups)
-        self.cores = {
-            name: (end[name] - self._start[name]) / TICK / elapsed
+        self.seconds = {
+            name: (end[name] - self._start[name]) / TICK
             for name in end
             if end[name] > self._start[name]
         }
+        self.cores = {name: used / elapsed for name, used in self.seconds.items()}
 
     def describe(self) -> str:
         ranked = sorted(self.cores.items(), key=lambda item: -item[1])

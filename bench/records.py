@@ -21,14 +21,13 @@ from datetime import UTC, datetime
 
 from bench.cpu import CpuShare
 from bench.fixtures import DOMAIN
+from services.registry.handlers import RECORD
 from shared.bulk import BulkItem, carrying
 from shared.bus import Bus, Requester
 from shared.contracts.commands import RecordResult, ReportResult
 from shared.envelope import Reply
 from tests.support.integrator import event_tap
 from tests.support.processes import System
-
-RECORD = "sms.command.record_result"
 
 
 @dataclass(frozen=True)
@@ -82,24 +81,23 @@ async def record_costs(
     system: System, amqp_url: str, rate: float, sizes: list[int], seconds: float
 ) -> list[RecordCost]:
     """Command-result's CPU at `rate` records a second, for each message size in `sizes`."""
-    bus = Bus(amqp_url, "bench-records")
-    await bus.connect()
-    requester = Requester(bus, timeout=10, max_in_flight=4096)
-    await requester.start()
     process = system["command-result"].popen
     assert process is not None  # started: its session's id is its pid
     costs = []
+    bus = Bus(amqp_url, "bench-records")
     try:
+        await bus.connect()
+        requester = Requester(bus, timeout=10, max_in_flight=4096)
+        await requester.start()
         async with event_tap(amqp_url, "command.result_recorded", keep=False) as tap:
             await _feed(requester, rate, 1, 2)  # warm up: its connections, caches, tables
             await tap.settle(quiet=1.0)
             for size in sizes:
-                before, started = tap.arrivals, time.monotonic()
+                before = tap.arrivals
                 with CpuShare({process.pid: "command-result"}) as cpu:
                     results = await _feed(requester, rate, size, seconds)
                     await tap.wait_for(before + results, timeout=60)
-                used = cpu.cores.get("command-result", 0.0) * (time.monotonic() - started)
-                costs.append(RecordCost(size, results, used))
+                costs.append(RecordCost(size, results, cpu.seconds.get("command-result", 0.0)))
     finally:
         await bus.close()
     return costs
