@@ -29,7 +29,6 @@ import httpx
 
 from bench import fanout, signing
 from bench.cpu import CpuShare
-from bench.disk import DiskProbe, FsyncLatency
 from bench.fixtures import (
     DOMAIN,
     SECRET,
@@ -46,6 +45,7 @@ from bench.fixtures import (
 from bench.fleet import largest_fleet, run_fleet, with_token
 from bench.freshness import measure as measure_freshness
 from bench.load import Result, at_rate, wrk
+from bench.machine import Machine, MachineProbe
 from bench.records import record_costs
 from shared.config import Settings
 from tests.support import broker, mongo
@@ -65,7 +65,7 @@ def wait_port(port: int, timeout: float = 30) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def ceiling_http(app: str, amqp_url: str, seconds: int) -> Result:
+def ceiling_http(app: str, amqp_url: str, seconds: int) -> tuple[Result, Machine | None]:
     port = free_port()
     env = {**os.environ, "REHOST_AMQP_URL": amqp_url}
     server = subprocess.Popen(
@@ -87,7 +87,9 @@ def ceiling_http(app: str, amqp_url: str, seconds: int) -> Result:
     try:
         wait_port(port)
         time.sleep(1)
-        return wrk(f"http://127.0.0.1:{port}", "/bench", [SMALL], {}, seconds=seconds)
+        with MachineProbe() as probe:
+            result = wrk(f"http://127.0.0.1:{port}", "/bench", [SMALL], {}, seconds=seconds)
+        return result, probe.machine
     finally:
         server.terminate()
         server.wait(10)
@@ -350,29 +352,32 @@ async def scripts(system: System, amqp_url: str, hosts: int) -> list[str]:
 class Tail:
     rate: float
     p99s: list[float]  # one per run, in order
-    disk: FsyncLatency | None = None  # the disk meanwhile (bench/disk.py)
+    machine: Machine | None = None  # its cores and disk meanwhile (bench/machine.py)
 
     def describe(self) -> str:
         """The median in bold, then every run: one run's p99 is a few dozen requests, and a
         single stall on this shared machine moves it by tens of milliseconds."""
         runs = " / ".join(f"{p:.1f}" for p in self.p99s)
-        disk = f"; the disk meanwhile: {self.disk.describe()}" if self.disk else ""
-        return f"**{statistics.median(self.p99s):.1f}** ({runs}){disk}"
+        return f"**{statistics.median(self.p99s):.1f}** ({runs}); {meanwhile(self.machine)}"
+
+
+def meanwhile(machine: Machine | None) -> str:
+    return f"the machine meanwhile: {machine.describe() if machine else 'not measured'}"
 
 
 async def at_half_rate(
     url: str, requests: list[tuple[str, str]], sustained: float, seconds: int, runs: int = 3
 ) -> Tail:
     """p99 at half the sustained throughput, over `runs` runs (the target is about the
-    typical tail, not the worst stall of one run), and the disk's fsync latency meanwhile."""
-    with DiskProbe() as disk:
+    typical tail, not the worst stall of one run), and the machine meanwhile."""
+    with MachineProbe() as probe:
         results = [
             await at_rate(url, requests, token(), sustained / 2, seconds) for _ in range(runs)
         ]
     return Tail(
         rate=statistics.median(r.rps for r in results),
         p99s=[r.p99_ms for r in results],
-        disk=disk.latency,
+        machine=probe.machine,
     )
 
 
@@ -425,21 +430,26 @@ class Ceilings:
     publishing: Result  # FastAPI + one confirmed publish: what the ratios divide by
     publish_rate: float
     consume_rate: float
+    machine: Machine | None  # while bare + publish was measured: a ratio's other half
 
     def describe(self) -> str:
         return (
             f"ceilings: bare {self.bare.rps:.0f} req/s; bare+publish {self.publishing.rps:.0f} "
             f"req/s (p99 {self.publishing.p99_ms:.1f} ms); raw publish {self.publish_rate:.0f} "
-            f"msg/s; raw consume+ack {self.consume_rate:.0f} msg/s"
+            f"msg/s; raw consume+ack {self.consume_rate:.0f} msg/s; bare+publish's "
+            f"{meanwhile(self.machine)}"
         )
 
 
 async def ceilings(amqp_url: str, seconds: int, raw: int) -> Ceilings:
+    bare, _ = ceiling_http("bare", amqp_url, seconds)
+    publishing, machine = ceiling_http("publishing", amqp_url, seconds)
     return Ceilings(
-        bare=ceiling_http("bare", amqp_url, seconds),
-        publishing=ceiling_http("publishing", amqp_url, seconds),
+        bare=bare,
+        publishing=publishing,
         publish_rate=await raw_publish(amqp_url, raw, "bench.raw"),
         consume_rate=await raw_consume(amqp_url, raw, "bench.raw"),
+        machine=machine,
     )
 
 
@@ -449,7 +459,7 @@ async def register_rows(
     """Register at 64 connections, its tail at half rate, signed by the SDK, memory."""
     url = system.gateway_url
     bodies = register_bodies(5000, f"reg-{uuid.uuid4().hex[:4]}")
-    with CpuShare(groups(system)) as cpu:
+    with CpuShare(groups(system)) as cpu, MachineProbe() as probe:
         register = wrk(url, "/v3/sources", bodies, token(), seconds=seconds)
     await drained(amqp_url)
     registry_after_first = rss_mb(system, "registry")
@@ -478,7 +488,9 @@ async def register_rows(
             f"{ceiling.p50_ms:.1f} / {ceiling.p99_ms:.1f}",
             None,
         ),
-        row("register: CPU cores in use", cpu.describe(), "", None),
+        row(
+            "register: CPU cores in use", f"{cpu.describe()}; {meanwhile(probe.machine)}", "", None
+        ),
         row(
             f"register: p99 at half that rate, {half.rate:.0f} req/s, three runs (ms)",
             half.describe(),
@@ -522,7 +534,7 @@ async def result_rows(
     """Command results at 64 connections over `servers` started servers, and the tail."""
     url = system.gateway_url
     server_ids, task_ids = await started_servers(url, servers)
-    with CpuShare(groups(system)) as cpu:
+    with CpuShare(groups(system)) as cpu, MachineProbe() as probe:
         results = wrk(url, "/", result_requests(server_ids), token(), seconds=seconds)
     await drained(amqp_url)
     half = await at_half_rate(url, result_requests(server_ids), results.rps, seconds)
@@ -539,7 +551,12 @@ async def result_rows(
             "",
             None,
         ),
-        row("command results: CPU cores in use", cpu.describe(), "", None),
+        row(
+            "command results: CPU cores in use",
+            f"{cpu.describe()}; {meanwhile(probe.machine)}",
+            "",
+            None,
+        ),
         row(
             f"command results: p99 at {half.rate:.0f} req/s, three runs (ms)",
             half.describe(),
@@ -607,8 +624,10 @@ async def record_rows(system: System, amqp_url: str, quick: bool) -> list[str]:
     per result in messages of 10, 3 and 1, the sizes of a bulk at saturation, at half rate,
     and at low load."""
     rate, sizes = 480, [10, 3, 1]
-    costs = await record_costs(system, amqp_url, rate, sizes, seconds=5 if quick else 10)
+    with MachineProbe() as probe:  # a core at its slow speed spends 1.7 times the CPU
+        costs = await record_costs(system, amqp_url, rate, sizes, seconds=5 if quick else 10)
     shown = " / ".join(f"{c.us_per_result:,.0f}" for c in costs)
+    shown += f"; {meanwhile(probe.machine)}"
     return [
         row(
             f"command-result alone, {rate} records/s in messages of "
@@ -661,14 +680,15 @@ async def fleet_rows(amqp_url: str, quick: bool) -> list[str]:
                 tasks = await start_tasks(http, servers[: steps[-1] // 10], concurrency=16)
             await drained(amqp_url)
             by_token, by_key = signed_polls(url, servers[:1000], seconds=5 if quick else 10)
-            with CpuShare(groups(system)) as cpu, DiskProbe() as disk:
+            with CpuShare(groups(system)) as cpu, MachineProbe() as probe:
                 best, runs = await largest_fleet(url, agents, servers, tasks, steps)
             largest_n = best.agents if best else steps[0]
             half = largest_n // 2
-            tails = [
-                await run_fleet(url, agents, servers[:half], tasks[: half // 10])
-                for _ in range(1 if quick else 3)
-            ]
+            with MachineProbe() as tails_probe:
+                tails = [
+                    await run_fleet(url, agents, servers[:half], tasks[: half // 10])
+                    for _ in range(1 if quick else 3)
+                ]
             # The same fleet as the SMS agents authenticate: every request signed.
             sdk = await run_fleet(
                 url, signing.signer(url), servers[:largest_n], tasks[: largest_n // 10]
@@ -680,7 +700,9 @@ async def fleet_rows(amqp_url: str, quick: bool) -> list[str]:
     handed, stale, recorded = freshness.describe()
     largest = f"**{best.agents}**" if best else "none"
     tail = Tail(
-        rate=statistics.median(t.polls_per_s for t in tails), p99s=[t.p99_ms for t in tails]
+        rate=statistics.median(t.polls_per_s for t in tails),
+        p99s=[t.p99_ms for t in tails],
+        machine=tails_probe.machine,
     )
     return [
         row(
@@ -706,8 +728,8 @@ async def fleet_rows(amqp_url: str, quick: bool) -> list[str]:
         ),
         row("CPU cores in use over the fleet runs", cpu.describe(), "", None),
         row(
-            "the disk over the fleet runs (each progress report waits for two syncs)",
-            disk.latency.describe() if disk.latency else "not measured",
+            "the machine over the fleet runs (each progress report waits for two syncs)",
+            meanwhile(probe.machine),
             "",
             None,
         ),
