@@ -8,7 +8,10 @@ without a consumer (a process that died leaves nothing behind for long); a proce
 reconnects after that finds it gone, or whose queue the broker deleted under it, declares a
 new one and then tells its read models to start afresh (`on_reset`): in that order, so
 that whatever a read model learns after the reset is from events the new queue holds or
-from answers read after it was bound.
+from answers read after it was bound. A channel closed under the feed while the connection
+stays up (a channel error) is consumed on again once the robust channel reopens: the queue
+and what it holds are still there. A feed that stopped consuming would leave every poll
+this process answers from its read model stale for good.
 
 Beside the read models' event types, patterns are bound only while someone watches them
 (`watch`, the operator console's live streams): every gateway process would otherwise
@@ -53,6 +56,8 @@ class EventFeed:
         self._taps: list[Tap] = []
         self._watched: dict[str, int] = {}  # pattern -> watchers
         self._channel: AbstractRobustChannel | None = None
+        self._consuming_on: object | None = None  # the channel (aiormq's) it consumes on
+        self._subscribing = asyncio.Lock()
         self._tag: str | None = None
         self._queue: AbstractRobustQueue | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -71,11 +76,22 @@ class EventFeed:
         self._taps.append(callback)
 
     async def watch(self, patterns: tuple[str, ...]) -> None:
-        """Binds the queue to `patterns` too, for as long as someone watches them."""
+        """Binds the queue to `patterns` too, for as long as someone watches them. Every
+        pattern is counted before the first wait, so `unwatch` undoes a cancelled watch."""
+        first = []
         for pattern in patterns:
             self._watched[pattern] = self._watched.get(pattern, 0) + 1
-            if self._watched[pattern] == 1 and self._queue is not None:
-                await self._queue.bind(EVENTS, routing_key=pattern, robust=False)
+            if self._watched[pattern] == 1:
+                first.append(pattern)
+        if first and self._queue is not None:
+            # Shielded from a watcher that goes meanwhile (a console that disconnects):
+            # aiormq closes a channel whose call is cancelled half-way, and the read
+            # models' consumer is on this channel.
+            await asyncio.shield(self._bind(self._queue, first))
+
+    async def _bind(self, queue: AbstractRobustQueue, patterns: list[str]) -> None:
+        for pattern in patterns:
+            await queue.bind(EVENTS, routing_key=pattern, robust=False)
 
     def unwatch(self, patterns: tuple[str, ...]) -> None:
         """Nobody watches `patterns` any more (once each `watch` is undone): unbound in the
@@ -106,29 +122,47 @@ class EventFeed:
         assert connection is not None
         self._channel = cast(AbstractRobustChannel, await self.bus.new_channel(self.prefetch))
         await self._subscribe()
+        self._channel.reopen_callbacks.add(self._reopened)
         connection.reconnect_callbacks.add(self._resume)
 
+    @property
+    def channel(self) -> AbstractRobustChannel:
+        assert self._channel is not None, "not started"
+        return self._channel
+
     async def _subscribe(self) -> None:
-        """Declares the queue, binds it and consumes. Not left to the robust channel to
-        restore: a queue it re-declared silently could be a new, empty one."""
-        assert self._channel is not None
-        queue: AbstractRobustQueue = await self._channel.declare_queue(
-            self.queue_name,
-            durable=True,
-            arguments={"x-queue-type": "quorum", "x-expires": self.expires_ms},
-            robust=False,
-        )
-        for key in {*self._handlers, *self._watched}:
-            await queue.bind(EVENTS, routing_key=key, robust=False)
-        self._queue = queue
-        self._tag = await queue.consume(self._on_message, robust=False)
-        underlay = await self._channel.get_underlay_channel()
-        underlay.on_consumer_cancel_callbacks.add(self._on_cancel)
-        self.consuming = True
+        """Declares the queue, binds it and consumes, unless it already consumes on the
+        channel as it is now (a reconnect reopens the channel too, and both say so). Not
+        left to the robust channel to restore: a queue it re-declared silently could be a
+        new, empty one."""
+        async with self._subscribing:
+            underlay = await self.channel.get_underlay_channel()
+            if underlay is self._consuming_on:
+                self.consuming = True
+                return
+            queue: AbstractRobustQueue = await self.channel.declare_queue(
+                self.queue_name,
+                durable=True,
+                arguments={"x-queue-type": "quorum", "x-expires": self.expires_ms},
+                robust=False,
+            )
+            for key in {*self._handlers, *self._watched}:
+                await queue.bind(EVENTS, routing_key=key, robust=False)
+            self._queue = queue
+            self._tag = await queue.consume(self._on_message, robust=False)
+            underlay.on_consumer_cancel_callbacks.add(self._on_cancel)
+            self._consuming_on = underlay
+            self.consuming = True
 
     def _reset(self) -> None:
         for reset in self._resets:
             reset()
+
+    def _reopened(self, _channel: object) -> None:
+        """The channel was closed and opened again; its consumer was not restored with it.
+        Not awaited here: the robust channel calls this while it is being restored."""
+        self.consuming = False
+        self._in_background(self._resume(self.bus.connection))
 
     async def _resume(self, connection: AbstractRobustConnection | None) -> None:
         self.consuming = False
@@ -144,6 +178,7 @@ class EventFeed:
         if frame.consumer_tag != self._tag:
             return
         self.consuming = False
+        self._consuming_on = None  # the channel is open, but nothing consumes on it now
         log.warning("feed.cancelled", queue=self.queue_name)
         # Not awaited here: the channel's reader runs this callback and must go on reading
         # for the declarations that follow to be answered.

@@ -109,8 +109,8 @@ class LiveEvents:
         reader goes or falls behind."""
         mine = Stream(domain_id, kinds)
         self._streams.add(mine)
-        await self.feed.watch(PATTERNS)
         try:
+            await self.feed.watch(PATTERNS)
             yield frame("ready", {})
             while not mine.dropped:
                 try:
