@@ -115,7 +115,14 @@ class EventFeed:
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        """A resubscription that failed (the broker went away meanwhile) is said so; the
+        connection's reconnect subscribes again."""
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("feed.background_failed", error=repr(task.exception()))
 
     async def start(self) -> None:
         connection = self.bus.connection
