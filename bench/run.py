@@ -352,13 +352,29 @@ async def scripts(system: System, amqp_url: str, hosts: int) -> list[str]:
 class Tail:
     rate: float
     p99s: list[float]  # one per run, in order
-    machine: Machine | None = None  # its cores and disk meanwhile (bench/machine.py)
+    machines: list[Machine | None]  # each run's cores and disk meanwhile (bench/machine.py)
 
     def describe(self) -> str:
-        """The median in bold, then every run: one run's p99 is a few dozen requests, and a
-        single stall on this shared machine moves it by tens of milliseconds."""
+        """The median in bold, then every run with the machine it met: one run's p99 is a
+        few dozen requests, and a single stall on this shared machine (a disk that syncs in
+        95 ms, two cores slow at once) moves it by tens of milliseconds."""
         runs = " / ".join(f"{p:.1f}" for p in self.p99s)
-        return f"**{statistics.median(self.p99s):.1f}** ({runs}); {meanwhile(self.machine)}"
+        return f"**{statistics.median(self.p99s):.1f}** ({runs}); {each_run(self.machines)}"
+
+
+def each_run(machines: list[Machine | None]) -> str:
+    """The machine in each run, in the runs' order: what explains one run's tail."""
+    measured = [m for m in machines if m is not None]
+    if not measured or len(measured) < len(machines):
+        return meanwhile(None)
+    slow = " / ".join(f"{m.slow_share:.0%}" for m in measured)
+    steal = " / ".join(f"{m.steal:.1%}" for m in measured)
+    p99 = " / ".join(f"{m.fsync.p99_ms:.1f}" for m in measured)
+    longest = " / ".join(f"{m.fsync.max_ms:.0f}" for m in measured)
+    return (
+        f"the machine in each run: cores slow {slow}, steal {steal}, "
+        f"fsync p99 {p99} ms, max {longest} ms"
+    )
 
 
 def meanwhile(machine: Machine | None) -> str:
@@ -370,14 +386,15 @@ async def at_half_rate(
 ) -> Tail:
     """p99 at half the sustained throughput, over `runs` runs (the target is about the
     typical tail, not the worst stall of one run), and the machine meanwhile."""
-    with MachineProbe() as probe:
-        results = [
-            await at_rate(url, requests, token(), sustained / 2, seconds) for _ in range(runs)
-        ]
+    results, machines = [], []
+    for _ in range(runs):
+        with MachineProbe() as probe:
+            results.append(await at_rate(url, requests, token(), sustained / 2, seconds))
+        machines.append(probe.machine)
     return Tail(
         rate=statistics.median(r.rps for r in results),
         p99s=[r.p99_ms for r in results],
-        machine=probe.machine,
+        machines=machines,
     )
 
 
@@ -687,11 +704,11 @@ async def fleet_rows(amqp_url: str, quick: bool) -> list[str]:
                 best, runs = await largest_fleet(url, agents, servers, tasks, steps)
             largest_n = best.agents if best else steps[0]
             half = largest_n // 2
-            with MachineProbe() as tails_probe:
-                tails = [
-                    await run_fleet(url, agents, servers[:half], tasks[: half // 10])
-                    for _ in range(1 if quick else 3)
-                ]
+            tails, machines = [], []
+            for _ in range(1 if quick else 3):
+                with MachineProbe() as tail_probe:
+                    tails.append(await run_fleet(url, agents, servers[:half], tasks[: half // 10]))
+                machines.append(tail_probe.machine)
             # The same fleet as the SMS agents authenticate: every request signed.
             sdk = await run_fleet(
                 url, signing.signer(url), servers[:largest_n], tasks[: largest_n // 10]
@@ -705,7 +722,7 @@ async def fleet_rows(amqp_url: str, quick: bool) -> list[str]:
     tail = Tail(
         rate=statistics.median(t.polls_per_s for t in tails),
         p99s=[t.p99_ms for t in tails],
-        machine=tails_probe.machine,
+        machines=machines,
     )
     return [
         row(
