@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -367,14 +367,29 @@ def each_run(machines: list[Machine | None]) -> str:
     measured = [m for m in machines if m is not None]
     if not measured or len(measured) < len(machines):
         return meanwhile(None)
-    slow = " / ".join(f"{m.slow_share:.0%}" for m in measured)
-    steal = " / ".join(f"{m.steal:.1%}" for m in measured)
-    p99 = " / ".join(f"{m.fsync.p99_ms:.1f}" for m in measured)
-    longest = " / ".join(f"{m.fsync.max_ms:.0f}" for m in measured)
+
+    def runs(figure: Callable[[Machine], str]) -> str:
+        return " / ".join(figure(m) for m in measured)
+
     return (
-        f"the machine in each run: cores slow {slow}, steal {steal}, "
-        f"fsync p99 {p99} ms, max {longest} ms"
+        f"the machine in each run: cores slow {runs(lambda m: f'{m.slow_share:.0%}')}, "
+        f"steal {runs(lambda m: f'{m.steal:.1%}')}, "
+        f"fsync p99 {runs(lambda m: f'{m.fsync.p99_ms:.1f}')} ms, "
+        f"max {runs(lambda m: f'{m.fsync.max_ms:.0f}')} ms"
     )
+
+
+async def probed(
+    run: Callable[[], Awaitable[T]], times: int
+) -> tuple[list[T], list[Machine | None]]:
+    """`run` `times` times, one after the other, each beside a machine probe of its own."""
+    results: list[T] = []
+    machines: list[Machine | None] = []
+    for _ in range(times):
+        with MachineProbe() as probe:
+            results.append(await run())
+        machines.append(probe.machine)
+    return results, machines
 
 
 def meanwhile(machine: Machine | None) -> str:
@@ -385,12 +400,10 @@ async def at_half_rate(
     url: str, requests: list[tuple[str, str]], sustained: float, seconds: int, runs: int = 3
 ) -> Tail:
     """p99 at half the sustained throughput, over `runs` runs (the target is about the
-    typical tail, not the worst stall of one run), and the machine meanwhile."""
-    results, machines = [], []
-    for _ in range(runs):
-        with MachineProbe() as probe:
-            results.append(await at_rate(url, requests, token(), sustained / 2, seconds))
-        machines.append(probe.machine)
+    typical tail, not the worst stall of one run), and the machine in each."""
+    results, machines = await probed(
+        lambda: at_rate(url, requests, token(), sustained / 2, seconds), runs
+    )
     return Tail(
         rate=statistics.median(r.rps for r in results),
         p99s=[r.p99_ms for r in results],
@@ -704,11 +717,10 @@ async def fleet_rows(amqp_url: str, quick: bool) -> list[str]:
                 best, runs = await largest_fleet(url, agents, servers, tasks, steps)
             largest_n = best.agents if best else steps[0]
             half = largest_n // 2
-            tails, machines = [], []
-            for _ in range(1 if quick else 3):
-                with MachineProbe() as tail_probe:
-                    tails.append(await run_fleet(url, agents, servers[:half], tasks[: half // 10]))
-                machines.append(tail_probe.machine)
+            tails, machines = await probed(
+                lambda: run_fleet(url, agents, servers[:half], tasks[: half // 10]),
+                1 if quick else 3,
+            )
             # The same fleet as the SMS agents authenticate: every request signed.
             sdk = await run_fleet(
                 url, signing.signer(url), servers[:largest_n], tasks[: largest_n // 10]
