@@ -97,7 +97,8 @@ def _frame(kind: int, payload: bytes) -> bytes:
 def publish_frames(routing_key: str, message_id: str, body: bytes) -> bytes:
     """Basic.Publish, its content header and body, with `build_message`'s properties."""
     method = struct.pack(">HHH", 60, 40, 0) + _short("") + _short(routing_key) + b"\x00"
-    flags = 1 << 15 | 1 << 13 | 1 << 12 | 1 << 7 | 1 << 6 | 1 << 5
+    sent = {"content_type", "headers", "delivery_mode", "message_id", "timestamp", "type"}
+    flags = sum(1 << bit for bit, name, _ in PROPERTIES if name in sent)
     properties = (
         _short("application/json")
         + _table({"schema_version": 1, "domain_id": "bench-domain"})
