@@ -19,8 +19,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -353,6 +353,7 @@ class Tail:
     rate: float
     p99s: list[float]  # one per run, in order
     machines: list[Machine | None]  # each run's cores and disk meanwhile (bench/machine.py)
+    cpu_us: dict[str, float] = field(default_factory=dict)  # µs of CPU per request, by group
 
     def describe(self) -> str:
         """The median in bold, then every run with the machine it met: one run's p99 is a
@@ -397,17 +398,42 @@ def meanwhile(machine: Machine | None) -> str:
 
 
 async def at_half_rate(
-    url: str, requests: list[tuple[str, str]], sustained: float, seconds: int, runs: int = 3
+    url: str,
+    requests: list[tuple[str, str]],
+    sustained: float,
+    seconds: int,
+    runs: int = 3,
+    processes: Mapping[int, str] | None = None,
 ) -> Tail:
     """p99 at half the sustained throughput, over `runs` runs (the target is about the
-    typical tail, not the worst stall of one run), and the machine in each."""
-    results, machines = await probed(
-        lambda: at_rate(url, requests, token(), sustained / 2, seconds), runs
-    )
+    typical tail, not the worst stall of one run), the machine in each, and what a request
+    cost each of `processes` (groups, as CpuShare counts them) over the runs."""
+    rate, warmup = sustained / 2, 2.0
+    with CpuShare(processes or {}) as cpu:
+        results, machines = await probed(
+            lambda: at_rate(url, requests, token(), rate, seconds, warmup), runs
+        )
+    sent = runs * (int(rate * warmup) + int(rate * seconds))
     return Tail(
         rate=statistics.median(r.rps for r in results),
         p99s=[r.p99_ms for r in results],
         machines=machines,
+        cpu_us=cpu.per_request_us(sent) if processes else {},
+    )
+
+
+def cost_row(what: str, half: Tail, saturated: CpuShare, answered: float) -> str:
+    """The machine's CPU per request at half rate beside its CPU per request saturated,
+    by process: how much of the machine half the rate keeps busy, and where."""
+    at_full = saturated.per_request_us(answered)
+    ranked = sorted(half.cpu_us.items(), key=lambda item: -item[1])
+    shown = ", ".join(f"{name} {us:,.0f} vs {at_full.get(name, 0):,.0f}" for name, us in ranked)
+    total_half, total_full = sum(half.cpu_us.values()), sum(at_full.values())
+    return row(
+        f"{what}: the machine's µs of CPU per request at half rate, vs saturated",
+        f"{total_half:,.0f} ({shown})",
+        f"{total_full:,.0f}",
+        total_half / total_full if total_full else None,
     )
 
 
@@ -496,7 +522,9 @@ async def register_rows(
         register = wrk(url, "/v3/sources", bodies, token(), seconds=seconds)
     await drained(amqp_url)
     registry_after_first = rss_mb(system, "registry")
-    half = await at_half_rate(url, [("/v3/sources", b) for b in bodies], register.rps, seconds)
+    half = await at_half_rate(
+        url, [("/v3/sources", b) for b in bodies], register.rps, seconds, processes=groups(system)
+    )
     await drained(amqp_url)
     fresh = register_bodies(5000, f"sig-{uuid.uuid4().hex[:4]}")  # not yet stored
     signed = wrk(
@@ -530,6 +558,7 @@ async def register_rows(
             "target ≤ 25",
             None,
         ),
+        cost_row("register", half, cpu, register.rps * seconds),
         row(
             "register signed by the SDK (access key): req/s, vs with a token",
             rate(signed),
@@ -570,7 +599,9 @@ async def result_rows(
     with CpuShare(groups(system)) as cpu, MachineProbe() as probe:
         results = wrk(url, "/", result_requests(server_ids), token(), seconds=seconds)
     await drained(amqp_url)
-    half = await at_half_rate(url, result_requests(server_ids), results.rps, seconds)
+    half = await at_half_rate(
+        url, result_requests(server_ids), results.rps, seconds, processes=groups(system)
+    )
     lines = [
         row(
             "command results: req/s at 64 connections",
@@ -596,6 +627,7 @@ async def result_rows(
             "target ≤ 25",
             None,
         ),
+        cost_row("command results", half, cpu, results.rps * seconds),
     ]
     return ResultRun(lines, results, half, server_ids, task_ids)
 
