@@ -19,7 +19,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -428,6 +429,18 @@ async def at_half_rate(
     )
 
 
+@contextmanager
+def paused(system: System, name: str) -> Iterator[None]:
+    """The process `name` stopped (SIGSTOP) meanwhile: what it is sent waits in its queue."""
+    popen = system.processes[name].popen
+    assert popen is not None, f"{name} is not running"
+    os.killpg(popen.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(popen.pid, signal.SIGCONT)
+
+
 def cost_row(what: str, half: Tail, saturated: CpuShare, answered: float) -> str:
     """The machine's CPU per request at half rate beside its CPU per request saturated,
     by process: how much of the machine half the rate keeps busy, and where."""
@@ -609,6 +622,11 @@ async def result_rows(
         url, result_requests(server_ids), results.rps, seconds, processes=groups(system)
     )
     await drained(amqp_url)
+    # The same runs with command-result stopped: the answer's path alone (the registry
+    # answers a result; command-result records it afterwards, on the same two cores).
+    with paused(system, "command-result"):
+        alone = await at_half_rate(url, result_requests(server_ids), results.rps, seconds)
+    await drained(amqp_url)
     # The half-rate runs replay the list (its STARTs and SYNCs now refused facts): its CPU
     # is set beside a saturated replay's, the same work, not beside the first pass's.
     with CpuShare(groups(system)) as replayed_cpu:
@@ -636,6 +654,13 @@ async def result_rows(
         row(
             f"command results: p99 at {half.rate:.0f} req/s, three runs (ms)",
             half.describe(),
+            "target ≤ 25",
+            None,
+        ),
+        row(
+            "command results: p99 at the same rate with command-result stopped, its records "
+            "waiting in its queue (the answer's path alone), three runs (ms)",
+            alone.describe(),
             "target ≤ 25",
             None,
         ),
