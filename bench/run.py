@@ -615,22 +615,21 @@ async def result_rows(
     """Command results at 64 connections over `servers` started servers, and the tail."""
     url = system.gateway_url
     server_ids, task_ids = await started_servers(url, servers)
+    requests = result_requests(server_ids)
     with CpuShare(groups(system)) as cpu, MachineProbe() as probe:
-        results = wrk(url, "/", result_requests(server_ids), token(), seconds=seconds)
+        results = wrk(url, "/", requests, token(), seconds=seconds)
     await drained(amqp_url)
-    half = await at_half_rate(
-        url, result_requests(server_ids), results.rps, seconds, processes=groups(system)
-    )
+    half = await at_half_rate(url, requests, results.rps, seconds, processes=groups(system))
     await drained(amqp_url)
     # The same runs with command-result stopped: the answer's path alone (the registry
     # answers a result; command-result records it afterwards, on the same two cores).
     with paused(system, "command-result"):
-        alone = await at_half_rate(url, result_requests(server_ids), results.rps, seconds)
+        alone = await at_half_rate(url, requests, results.rps, seconds)
     await drained(amqp_url)
     # The half-rate runs replay the list (its STARTs and SYNCs now refused facts): its CPU
     # is set beside a saturated replay's, the same work, not beside the first pass's.
     with CpuShare(groups(system)) as replayed_cpu:
-        replayed = wrk(url, "/", result_requests(server_ids), token(), seconds=seconds)
+        replayed = wrk(url, "/", requests, token(), seconds=seconds)
     await drained(amqp_url)
     lines = [
         row(
