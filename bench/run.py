@@ -660,7 +660,7 @@ async def result_rows(
             "command results: p99 at the same rate with command-result stopped, its records "
             "waiting in its queue (the answer's path alone), three runs (ms)",
             alone.describe(),
-            "target ≤ 25",
+            "",  # beside the tail above, not a goal of its own
             None,
         ),
         cost_row("command results (replayed)", half, replayed_cpu, replayed.rps * seconds),
