@@ -875,9 +875,9 @@ async def main(quick: bool, only: str | None) -> None:
         await measure(quick, only)
     except Exception:
         # A part that failed may leave an aio-pika robust connection behind, reconnecting to
-        # the vhost just deleted; its reconnect task ignores cancellation
-        # (mosquito/aio-pika#414), so asyncio.run would wait on it forever and never show
-        # why. Every process the part started is stopped by now: say why, and leave.
+        # the vhost just deleted; its reconnect loop swallows a cancellation that lands in a
+        # connection attempt (mosquito/aio-pika#414), so asyncio.run could wait on it for
+        # ever and never show why. Every process the part started is stopped by now.
         traceback.print_exc()
         sys.stdout.flush()
         sys.stderr.flush()
