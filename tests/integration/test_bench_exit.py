@@ -19,36 +19,16 @@ FAILING_RUN = textwrap.dedent(
 
     import aio_pika
     import bench.run as run
-
-    silent = False
-    links = []
-
-    async def pipe(reader, writer):
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-        finally:
-            writer.close()
-
-    async def accept(reader, writer):
-        if silent:
-            links.append(writer)  # accepted, never answered
-            return
-        up_reader, up_writer = await asyncio.open_connection(target.hostname, target.port)
-        links.extend([writer, up_writer])
-        asyncio.ensure_future(pipe(reader, up_writer))
-        asyncio.ensure_future(pipe(up_reader, writer))
+    from tests.support.proxy import FreezingProxy
 
     async def failing_ceilings(amqp_url, seconds, raw):
-        global target, silent
-        target = urlsplit(amqp_url)
-        proxy = await asyncio.start_server(accept, "127.0.0.1", 0)
-        port = proxy.sockets[0].getsockname()[1]
-        url = amqp_url.replace(target.netloc.split("@")[-1], f"127.0.0.1:{port}")
+        broker = urlsplit(amqp_url)
+        proxy = FreezingProxy(broker.hostname, broker.port)
+        port = await proxy.start()
+        url = amqp_url.replace(broker.netloc.split("@")[-1], f"127.0.0.1:{port}")
         run.left_open = await aio_pika.connect_robust(url, reconnect_interval=0.1)
-        silent = True
-        for writer in links:
-            writer.close()
+        proxy.freeze()
+        proxy.cut()
         await asyncio.sleep(0.5)  # reconnecting now, into the silence
         raise RuntimeError("the part failed here")
 

@@ -13,6 +13,7 @@ class FreezingProxy:
         self.frozen = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
+        self._clients: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -22,6 +23,12 @@ class FreezingProxy:
         """From now on nothing sent either way arrives; connections stay open."""
         self.frozen.set()
 
+    def cut(self) -> None:
+        """Closes the connections open now, as a server that drops its clients; frozen, the
+        proxy then takes new ones and answers nothing, so a reconnect hangs in its handshake."""
+        for client in self._clients:
+            client.close()
+
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
@@ -30,6 +37,7 @@ class FreezingProxy:
         await asyncio.gather(*self._pipes, return_exceptions=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._clients.add(writer)
         upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
         for source, sink in ((reader, upstream_writer), (upstream_reader, writer)):
             pipe = asyncio.create_task(self._pipe(source, sink))
