@@ -13,7 +13,7 @@ class FreezingProxy:
         self.frozen = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
-        self._clients: set[asyncio.StreamWriter] = set()
+        self._writers: set[asyncio.StreamWriter] = set()  # both ends of every connection
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -24,10 +24,12 @@ class FreezingProxy:
         self.frozen.set()
 
     def cut(self) -> None:
-        """Closes the connections open now, as a server that drops its clients; frozen, the
-        proxy then takes new ones and answers nothing, so a reconnect hangs in its handshake."""
-        for client in self._clients:
-            client.close()
+        """Closes the connections open now, both ends, as a server that drops its clients;
+        frozen, the proxy then takes new ones and answers nothing, so a reconnect hangs in
+        its handshake."""
+        for writer in self._writers:
+            writer.close()
+        self._writers.clear()
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -37,8 +39,8 @@ class FreezingProxy:
         await asyncio.gather(*self._pipes, return_exceptions=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._clients.add(writer)
         upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+        self._writers.update((writer, upstream_writer))
         for source, sink in ((reader, upstream_writer), (upstream_reader, writer)):
             pipe = asyncio.create_task(self._pipe(source, sink))
             self._pipes.add(pipe)
